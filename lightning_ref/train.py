@@ -1,0 +1,142 @@
+"""The reference training loop: ``Trainer.fit`` of :class:`MLPClassifier` with a ``TensorBoardLogger``.
+
+Its twin is ``manual/train.py``. Lightning runs the loop; the callback below adds what the manual loop does
+by hand: the same checkpoint file and keys, divergence checks, and stopping cleanly on Ctrl-C / SIGTERM.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from mirror.data import Batches, Split
+from mirror.errors import CheckpointError, DivergenceError
+from mirror.report import summary_line
+from mirror.runs import atomic_save, checkpoint_path, portable_state
+from mirror.signals import Interrupted, StopRequest
+from mirror.tb import flat_hparams, write_hparams_yaml
+
+from .module import MLPClassifier
+
+IMPL = "lightning"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint dict, written with the same temp-file-and-rename as the manual loop's."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        atomic_save(checkpoint, path)
+
+
+class MirrorCallback(Callback):
+    """Checkpoint every epoch, stop on NaN/inf losses, and honour stop requests between steps."""
+
+    def __init__(self, cfg, run_dir: Path, stop: StopRequest, batches: Batches) -> None:
+        self.cfg, self.run_dir, self.stop, self.batches = cfg, run_dir, stop, batches
+        self.ckpt_file = checkpoint_path(run_dir)
+        self.window: list[torch.Tensor] = []   # this log window's step losses, checked without a sync per step
+        self.window_start = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step          # optimizer steps done, this one included
+        if not self.window:
+            self.window_start = step - 1
+        self.window.append(outputs["loss"].detach())
+        if step % self.cfg.log_every == 0:
+            self._check()
+        if self.stop.requested:
+            self._check()
+            trainer.save_checkpoint(self.ckpt_file)
+            raise Interrupted(self.stop.exit_code, f"stopped at step {step} (epoch {trainer.current_epoch + 1}); "
+                              f"checkpoint saved, continue with --resume {self.run_dir}")
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._check()
+        val_loss = trainer.callback_metrics.get("val/loss")
+        if val_loss is not None and not torch.isfinite(val_loss):
+            raise _diverged(trainer.global_step - 1, self.cfg, self.ckpt_file)
+        trainer.save_checkpoint(self.ckpt_file)
+
+    def _check(self) -> None:
+        if not self.window:
+            return
+        losses = torch.stack(self.window)
+        self.window = []
+        bad = (~torch.isfinite(losses)).nonzero()
+        if bad.numel():
+            raise _diverged(self.window_start + int(bad[0]), self.cfg, self.ckpt_file)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        # The keys every backprop-mirror checkpoint carries, beside Lightning's own.
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in
+                   ("train/loss_epoch", "val/loss", "val/acc")}
+        checkpoint.update(portable_state(IMPL, self.cfg.to_dict(), pl_module.model.state_dict(),
+                                         step=trainer.global_step, epoch=trainer.current_epoch,
+                                         data=self.batches.state_dict(), metrics=metrics))
+
+
+def _diverged(step: int, cfg, ckpt_file: Path) -> DivergenceError:
+    kept = f"last good checkpoint kept at {ckpt_file}" if ckpt_file.exists() else "no checkpoint was written"
+    return DivergenceError(f"training diverged: the loss became NaN or infinite at step {step} with "
+                           f"lr {cfg.lr:g}; try a lower learning rate ({kept})")
+
+
+def _quiet_lightning() -> None:
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    # The data are in-memory tensors: worker processes would only add copies.
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
+
+
+def build_model(cfg) -> MLPClassifier:
+    return MLPClassifier(cfg.sizes, cfg.activation, lr=cfg.lr, momentum=cfg.momentum,
+                         weight_decay=cfg.weight_decay, seed=cfg.seed, dtype=cfg.dtype)
+
+
+def build_trainer(cfg, run_dir: Path, callbacks=(), logger=True) -> L.Trainer:
+    _quiet_lightning()
+    if logger:
+        logger = TensorBoardLogger(save_dir=str(Path(run_dir).parent.parent.parent),
+                                   name=f"{cfg.experiment}/{IMPL}", version=Path(run_dir).name,
+                                   default_hp_metric=False)
+    return L.Trainer(
+        accelerator="gpu" if str(cfg.device) in ("cuda", "auto") and torch.cuda.is_available() else "cpu",
+        devices=1, precision="64-true" if cfg.dtype == "float64" else "32-true",
+        max_epochs=cfg.epochs, max_steps=cfg.max_steps or -1, logger=logger,
+        log_every_n_steps=cfg.log_every, num_sanity_val_steps=0, enable_checkpointing=False,
+        enable_progress_bar=cfg.progress, enable_model_summary=False, callbacks=list(callbacks),
+        plugins=[AtomicCheckpointIO()], default_root_dir=str(run_dir))
+
+
+def fit(cfg, train: Split, val: Split, run_dir, resume: dict | None = None, resume_path=None) -> dict:
+    """Train per ``cfg``, logging to ``run_dir``; returns the final metrics. ``resume`` is a checkpoint."""
+    run_dir = Path(run_dir)
+    model = build_model(cfg)
+    batches = Batches(train, cfg.batch_size, shuffle=cfg.shuffle, seed=cfg.seed)
+    val_batches = Batches(val, cfg.eval_batch_size)
+    if resume is not None and "state_dict" not in resume:
+        raise CheckpointError(f"checkpoint {resume_path} holds no Lightning trainer state; "
+                              f"resume it with --impl {resume.get('impl')}")
+    started = time.perf_counter()
+    with StopRequest() as stop:
+        trainer = build_trainer(cfg, run_dir, [MirrorCallback(cfg, run_dir, stop, batches)])
+        trainer.logger.log_hyperparams(flat_hparams(cfg.to_dict()))
+        write_hparams_yaml(run_dir, cfg.to_dict())
+        trainer.fit(model, train_dataloaders=batches, val_dataloaders=val_batches,
+                    ckpt_path=str(resume_path) if resume is not None else None)
+    seconds = time.perf_counter() - started
+    m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics = {"train/loss_epoch": m.get("train/loss_epoch", float("nan")),
+               "val/loss": m.get("val/loss", float("nan")), "val/acc": m.get("val/acc", float("nan"))}
+    print(summary_line(IMPL, epochs=trainer.current_epoch, steps=trainer.global_step, seconds=seconds,
+                       train_loss=metrics["train/loss_epoch"], val_loss=metrics["val/loss"],
+                       val_acc=metrics["val/acc"], final=cfg.final, run_dir=run_dir), flush=True)
+    return {"steps": trainer.global_step, "seconds": seconds, **metrics, "model": model.model}

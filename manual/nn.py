@@ -1,0 +1,326 @@
+"""Layers whose forward and backward passes are written by hand.
+
+Every module follows the cs231n layer pattern: ``forward`` keeps the few tensors its backward needs in
+``self.cache``; ``backward(dout)`` takes dL/d(output), fills ``p.grad`` for each of the module's own
+parameters and returns dL/d(input). Nothing here touches autograd: the parameters are plain tensors with
+``requires_grad=False`` and every gradient is a formula from ``docs/derivations.md``.
+
+Shapes: N is the batch size, D_in / D_out the feature sizes, C the number of classes.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Iterator
+
+import torch
+
+__all__ = [
+    "Module", "Linear", "Sigmoid", "ReLU", "Tanh", "Softmax", "CrossEntropyLoss", "NLLLoss", "MLP",
+    "ACTIVATIONS",
+]
+
+
+class Module:
+    """The little of ``torch.nn.Module`` a hand-written network needs.
+
+    Parameters are tensors registered with :meth:`register_parameter`; children are attributes holding a
+    ``Module`` or a list of them. Names follow ``torch.nn.Module`` (``layers.0.weight``), so a state dict
+    moves between a manual network and its ``torch.nn`` twin key for key.
+    """
+
+    def __init__(self) -> None:
+        self._params: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.cache = None
+
+    def register_parameter(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        self._params[name] = tensor
+        setattr(self, name, tensor)
+        return tensor
+
+    def children(self) -> Iterator[tuple[str, "Module"]]:
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                yield name, value
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, Module):
+                        yield f"{name}.{i}", item
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+        for name in self._params:
+            # Read the attribute, not the registry: load_state_dict and .to() rebind it.
+            yield prefix + name, getattr(self, name)
+        for child_name, child in self.children():
+            yield from child.named_parameters(prefix + child_name + ".")
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [p for _, p in self.named_parameters()]
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    def state_dict(self) -> OrderedDict[str, torch.Tensor]:
+        """Name -> tensor, sharing storage with the parameters, like ``torch.nn.Module.state_dict``."""
+        return OrderedDict(self.named_parameters())
+
+    def load_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True) -> None:
+        """Copy values in place; with ``strict`` the key sets must match exactly, and shapes always must."""
+        own = dict(self.named_parameters())
+        if strict:
+            missing = sorted(set(own) - set(state_dict))
+            unexpected = sorted(set(state_dict) - set(own))
+            if missing or unexpected:
+                raise KeyError(f"state dict keys do not match: missing {missing}, unexpected {unexpected}")
+        for name, value in state_dict.items():
+            if name not in own:
+                continue
+            if tuple(value.shape) != tuple(own[name].shape):
+                raise ValueError(
+                    f"shape mismatch for {name}: checkpoint has {tuple(value.shape)}, "
+                    f"model has {tuple(own[name].shape)}")
+            with torch.no_grad():
+                own[name].copy_(value)
+
+    def to(self, device=None, dtype=None) -> "Module":
+        """Move every parameter (and its grad) to ``device`` / ``dtype``, in place, like ``nn.Module.to``."""
+        for module in self.modules():
+            for name in module._params:
+                old = getattr(module, name)
+                new = old.to(device=device, dtype=dtype)
+                if old.grad is not None:
+                    new.grad = old.grad.to(device=device, dtype=dtype)
+                module._params[name] = new
+                setattr(module, name, new)
+            module.cache = None
+        return self
+
+    def modules(self) -> Iterator["Module"]:
+        yield self
+        for _, child in self.children():
+            yield from child.modules()
+
+    def __call__(self, *args):
+        with torch.no_grad():
+            return self.forward(*args)
+
+    def forward(self, *args):  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def backward(self, dout):  # pragma: no cover
+        raise NotImplementedError
+
+    def _cached(self):
+        if self.cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        return self.cache
+
+
+def _set_grad(p: torch.Tensor, value: torch.Tensor) -> None:
+    # Write into the existing buffer when there is one, so steady-state training allocates no new
+    # gradient tensors and optimisers holding references to .grad see the new values.
+    if p.grad is None or p.grad.shape != value.shape or p.grad.dtype != value.dtype:
+        p.grad = value
+    else:
+        p.grad.copy_(value)
+
+
+class Linear(Module):
+    """y = x W^T + b with ``weight`` (D_out, D_in) and ``bias`` (D_out,), as ``torch.nn.Linear``.
+
+    Weights are Glorot-uniform, U(-a, a) with a = sqrt(6 / (D_in + D_out)); biases start at zero.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, dtype=torch.float32, device=None,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        a = math.sqrt(6.0 / (in_features + out_features))
+        weight = torch.empty(out_features, in_features, dtype=dtype, device=device)
+        weight.uniform_(-a, a, generator=generator)
+        self.register_parameter("weight", weight)
+        self.register_parameter("bias", torch.zeros(out_features, dtype=dtype, device=device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, D_in) -> (N, D_out)."""
+        self.cache = x
+        return torch.addmm(self.bias, x, self.weight.t())
+
+    def backward(self, dout: torch.Tensor) -> torch.Tensor:
+        """dout (N, D_out) -> dx (N, D_in); sets weight.grad = dout^T x and bias.grad = sum_n dout."""
+        x = self._cached()
+        _set_grad(self.weight, dout.t() @ x)
+        _set_grad(self.bias, dout.sum(0))
+        return dout @ self.weight
+
+    def __repr__(self) -> str:
+        return f"Linear(in_features={self.in_features}, out_features={self.out_features})"
+
+
+class Sigmoid(Module):
+    """s = 1 / (1 + exp(-x)); ds/dx = s (1 - s), so only the output is cached."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.sigmoid(x)
+        self.cache = s
+        return s
+
+    def backward(self, dout: torch.Tensor) -> torch.Tensor:
+        s = self._cached()
+        return dout * s * (1 - s)
+
+    def __repr__(self) -> str:
+        return "Sigmoid()"
+
+
+class ReLU(Module):
+    """max(x, 0); the derivative is 1 where x > 0 and 0 elsewhere (0 at x = 0, as torch uses)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.cache = x > 0
+        return x.clamp_min(0)
+
+    def backward(self, dout: torch.Tensor) -> torch.Tensor:
+        return dout * self._cached()
+
+    def __repr__(self) -> str:
+        return "ReLU()"
+
+
+class Tanh(Module):
+    """t = tanh(x); dt/dx = 1 - t^2."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.tanh(x)
+        self.cache = t
+        return t
+
+    def backward(self, dout: torch.Tensor) -> torch.Tensor:
+        t = self._cached()
+        return dout * (1 - t * t)
+
+    def __repr__(self) -> str:
+        return "Tanh()"
+
+
+ACTIVATIONS = {"sigmoid": Sigmoid, "relu": ReLU, "tanh": Tanh}
+
+
+class Softmax(Module):
+    """Row-wise softmax, y_i = exp(o_i) / sum_j exp(o_j), for (N, C) logits.
+
+    The backward is question 1's Jacobian dy_i/do_j = y_i (delta_ij - y_j) applied to dout without forming
+    the (C, C) matrix: do = y * (dout - sum_i dout_i y_i).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # exp of (x - max) never overflows and leaves the ratio unchanged.
+        e = (x - x.amax(dim=1, keepdim=True)).exp()
+        y = e / e.sum(dim=1, keepdim=True)
+        self.cache = y
+        return y
+
+    def backward(self, dout: torch.Tensor) -> torch.Tensor:
+        y = self._cached()
+        return y * (dout - (dout * y).sum(dim=1, keepdim=True))
+
+    def __repr__(self) -> str:
+        return "Softmax()"
+
+
+def _check_target(logits: torch.Tensor, target: torch.Tensor) -> None:
+    if logits.dim() != 2:
+        raise ValueError(f"expected logits of shape (N, C), got {tuple(logits.shape)}")
+    if target.shape != (logits.shape[0],):
+        raise ValueError(f"expected target of shape ({logits.shape[0]},), got {tuple(target.shape)}")
+
+
+class CrossEntropyLoss(Module):
+    """Softmax and negative log-likelihood fused: L = mean_n (logsumexp(o_n) - o_n[c_n]).
+
+    ``forward(logits (N, C), target (N,) int64)`` returns a 0-dim tensor; ``backward()`` returns
+    dL/do = (softmax(o) - onehot(c)) / N, the mean reduction's 1/N included.
+    """
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_target(logits, target)
+        m = logits.amax(dim=1, keepdim=True)
+        shifted = logits - m
+        lse = shifted.exp().sum(dim=1, keepdim=True).log()          # logsumexp(o) - m, stable
+        log_probs = shifted - lse                                   # (N, C)
+        self.cache = (log_probs, target)
+        return -log_probs.gather(1, target.unsqueeze(1)).mean()
+
+    def backward(self, dloss: float | torch.Tensor = 1.0) -> torch.Tensor:
+        log_probs, target = self._cached()
+        n = log_probs.shape[0]
+        grad = log_probs.exp()
+        grad.scatter_add_(1, target.unsqueeze(1), torch.full_like(grad[:, :1], -1.0))
+        return grad.mul_(dloss / n)
+
+    def __repr__(self) -> str:
+        return "CrossEntropyLoss()"
+
+
+class NLLLoss(Module):
+    """Negative log-likelihood on probabilities: L = -mean_n log y_n[c_n] (question 1's loss alone).
+
+    With :class:`Softmax` before it this is the unfused path; its backward is the local derivative
+    dL/dy = -onehot(c) / (N y), which divides by y and so is both slower and less stable than
+    :class:`CrossEntropyLoss`. It exists to show the two paths agree.
+    """
+
+    def forward(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_target(probs, target)
+        picked = probs.gather(1, target.unsqueeze(1))
+        self.cache = (probs, target, picked)
+        return -picked.log().mean()
+
+    def backward(self, dloss: float | torch.Tensor = 1.0) -> torch.Tensor:
+        probs, target, picked = self._cached()
+        n = probs.shape[0]
+        grad = torch.zeros_like(probs)
+        grad.scatter_(1, target.unsqueeze(1), -dloss / (n * picked))
+        return grad
+
+    def __repr__(self) -> str:
+        return "NLLLoss()"
+
+
+class MLP(Module):
+    """Linear layers with an activation between them: sizes [784, 300, 10] is 784 -> 300 sigmoid -> 10.
+
+    The output is raw logits (N, sizes[-1]); pair it with :class:`CrossEntropyLoss`. Parameter names
+    (``layers.0.weight`` ...) and shapes match ``lightning_ref.MLP``.
+    """
+
+    def __init__(self, sizes, activation: str = "sigmoid", *, dtype=torch.float32, device=None,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2 or any(s < 1 for s in sizes):
+            raise ValueError(f"sizes must be at least two positive integers, got {sizes}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.sizes, self.activation = sizes, activation
+        self.layers = [Linear(i, o, dtype=dtype, device=device, generator=generator)
+                       for i, o in zip(sizes[:-1], sizes[1:])]
+        # One activation object per hidden layer: each keeps its own cache.
+        self.activations = [ACTIVATIONS[activation]() for _ in sizes[1:-1]]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, sizes[0]) -> logits (N, sizes[-1])."""
+        for layer, act in zip(self.layers, self.activations):
+            x = act.forward(layer.forward(x))
+        return self.layers[-1].forward(x)
+
+    def backward(self, dout: torch.Tensor) -> torch.Tensor:
+        """dout = dL/dlogits (N, sizes[-1]) -> dL/dx (N, sizes[0]); fills every parameter's grad."""
+        dout = self.layers[-1].backward(dout)
+        for layer, act in zip(reversed(self.layers[:-1]), reversed(self.activations)):
+            dout = layer.backward(act.backward(dout))
+        return dout
+
+    def __repr__(self) -> str:
+        return f"MLP(sizes={self.sizes}, activation={self.activation!r})"

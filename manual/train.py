@@ -1,0 +1,151 @@
+"""The hand-written training loop: forward, manual backward, SGD step, all under ``torch.no_grad()``.
+
+Its twin is ``lightning_ref/train.py``; they share the data, run directories, tags and checkpoint format
+from ``mirror`` so that one config and seed give the same weights and the same curves in both.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from tqdm import tqdm
+
+from mirror.data import Batches, Split
+from mirror.errors import DivergenceError
+from mirror.report import summary_line
+from mirror.runs import atomic_save, checkpoint_path, portable_state
+from mirror.signals import Interrupted, StopRequest
+from mirror.tb import ScalarWriter
+
+from .nn import MLP, CrossEntropyLoss
+from .optim import SGD
+
+IMPL = "manual"
+
+
+@torch.no_grad()
+def evaluate(model: MLP, split: Split, batch_size: int) -> tuple[float, float]:
+    """Per-sample mean loss and accuracy over ``split``."""
+    criterion = CrossEntropyLoss()
+    loss_sum = torch.zeros((), dtype=split.x.dtype, device=split.x.device)
+    correct = torch.zeros((), dtype=torch.long, device=split.x.device)
+    for lo in range(0, len(split), batch_size):
+        x, y = split.x[lo:lo + batch_size], split.y[lo:lo + batch_size]
+        logits = model(x)
+        loss_sum += criterion(logits, y) * y.shape[0]
+        correct += (logits.argmax(dim=1) == y).sum()
+    return (loss_sum / len(split)).item(), correct.item() / len(split)
+
+
+def build_model(cfg) -> MLP:
+    # Initialised on the CPU from the seed, then moved: the reference does the same, so both start equal.
+    generator = torch.Generator().manual_seed(cfg.seed)
+    model = MLP(cfg.sizes, cfg.activation, dtype=getattr(torch, cfg.dtype), generator=generator)
+    return model
+
+
+def _first_bad(window: torch.Tensor, count: int, first_step: int) -> int | None:
+    bad = (~torch.isfinite(window[:count])).nonzero()
+    return None if bad.numel() == 0 else first_step + int(bad[0])
+
+
+@torch.no_grad()
+def fit(cfg, train: Split, val: Split, run_dir, resume: dict | None = None) -> dict:
+    """Train per ``cfg``, logging to ``run_dir``; returns the final metrics. ``resume`` is a checkpoint."""
+    device = train.x.device
+    model = build_model(cfg).to(device=device)
+    criterion = CrossEntropyLoss()
+    optimizer = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    batches = Batches(train, cfg.batch_size, shuffle=cfg.shuffle, seed=cfg.seed)
+    writer = ScalarWriter(run_dir, cfg.to_dict())
+    ckpt_file = checkpoint_path(run_dir)
+
+    step, start_epoch = 0, 0
+    loss_sum = torch.zeros((), dtype=train.x.dtype, device=device)  # sum over samples this epoch
+    seen = 0
+    if resume is not None:
+        model.load_state_dict(resume["weights"])
+        optimizer.load_state_dict(resume["optimizer"])
+        step, start_epoch = resume["step"], resume["epoch"]
+        batches.load_state_dict(resume["data"])
+        loss_sum.fill_(resume["epoch_loss_sum"])
+        seen = resume["epoch_seen"]
+
+    def save(epoch: int, metrics: dict) -> None:
+        atomic_save(portable_state(
+            IMPL, cfg.to_dict(), model.state_dict(), optimizer=optimizer.state_dict(), step=step,
+            epoch=epoch, data=batches.state_dict(), epoch_loss_sum=loss_sum.item(), epoch_seen=seen,
+            metrics=metrics), ckpt_file)
+
+    k = cfg.log_every
+    window = torch.empty(k, dtype=train.x.dtype, device=device)  # this log window's step losses
+    window_start = step
+    metrics = dict(resume.get("metrics", {})) if resume else {}
+    started = time.perf_counter()
+    epoch = start_epoch
+    with StopRequest() as stop:
+        for epoch in range(start_epoch, cfg.epochs):
+            batches.sampler.set_epoch(epoch)
+            bar = tqdm(total=len(batches) * cfg.batch_size, initial=batches.position * cfg.batch_size,
+                       desc=f"{IMPL} epoch {epoch + 1}/{cfg.epochs}", unit="sample", unit_scale=True,
+                       mininterval=0.5, disable=not cfg.progress, leave=False, dynamic_ncols=True)
+            for x, y in batches:
+                logits = model(x)
+                loss = criterion(logits, y)
+                model.backward(criterion.backward())
+                optimizer.step()
+
+                n = y.shape[0]
+                loss_sum.add_(loss, alpha=n)
+                seen += n
+                window[step - window_start].copy_(loss)
+                step += 1
+                bar.update(n)
+                if step % k == 0:  # Lightning's rule: log after steps k, 2k, ... at step index s - 1
+                    bad = _first_bad(window, step - window_start, window_start)
+                    if bad is not None:
+                        raise _diverged(bad, cfg, ckpt_file)
+                    value = window[k - 1].item()
+                    writer.add("train/loss", value, step - 1)
+                    writer.add("epoch", epoch, step - 1)
+                    bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+                    window_start = step
+                if stop.requested or (cfg.max_steps and step >= cfg.max_steps):
+                    break
+            bar.close()
+            bad = _first_bad(window, step - window_start, window_start)
+            if bad is not None:
+                raise _diverged(bad, cfg, ckpt_file)
+            if stop.requested:
+                save(epoch, metrics)
+                writer.close()
+                raise Interrupted(stop.exit_code, f"stopped at step {step} (epoch {epoch + 1}); checkpoint "
+                                  f"saved, continue with --resume {run_dir}")
+            # The epoch's metrics, at its last step, as Lightning logs them.
+            train_loss = (loss_sum / max(seen, 1)).item()
+            val_loss, val_acc = evaluate(model, val, cfg.eval_batch_size)
+            metrics = {"train/loss_epoch": train_loss, "val/loss": val_loss, "val/acc": val_acc}
+            for tag, value in metrics.items():
+                writer.add(tag, value, step - 1)
+            writer.add("epoch", epoch, step - 1)
+            writer.flush()
+            if not math.isfinite(val_loss):
+                raise _diverged(step - 1, cfg, ckpt_file)
+            loss_sum.zero_()
+            seen = 0
+            save(epoch + 1, metrics)
+            if cfg.max_steps and step >= cfg.max_steps:
+                break
+    writer.close()
+    seconds = time.perf_counter() - started
+    print(summary_line(IMPL, epochs=epoch + 1, steps=step, seconds=seconds, train_loss=metrics["train/loss_epoch"],
+                       val_loss=metrics["val/loss"], val_acc=metrics["val/acc"], final=cfg.final,
+                       run_dir=run_dir), flush=True)
+    return {"steps": step, "seconds": seconds, **metrics, "model": model}
+
+
+def _diverged(step: int, cfg, ckpt_file) -> DivergenceError:
+    kept = f"last good checkpoint kept at {ckpt_file}" if ckpt_file.exists() else "no checkpoint was written"
+    return DivergenceError(f"training diverged: the loss became NaN or infinite at step {step} with "
+                           f"lr {cfg.lr:g}; try a lower learning rate ({kept})")

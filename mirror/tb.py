@@ -1,0 +1,45 @@
+"""TensorBoard output shared by both loops: the manual loop writes through :class:`ScalarWriter`; the
+Lightning loop uses ``TensorBoardLogger`` on the same directory layout, tags and step axis.
+
+Steps count optimizer steps from 0: the loss of step s (computed before its update) is logged at s, and the
+per-epoch values at the epoch's last step, which is what Lightning does.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+TAGS = ("train/loss", "train/loss_epoch", "val/loss", "val/acc")
+
+
+def flat_hparams(config: dict) -> dict:
+    """TensorBoard's hparams plugin takes scalars and strings only."""
+    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in config.items()}
+
+
+def write_hparams_yaml(run_dir: str | Path, config: dict) -> None:
+    Path(run_dir, "hparams.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+class ScalarWriter:
+    """A thin ``SummaryWriter``: scalars plus the hyperparameters, as Lightning's logger writes them."""
+
+    def __init__(self, run_dir: str | Path, config: dict) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard.summary import hparams
+
+        self.writer = SummaryWriter(log_dir=str(run_dir))
+        write_hparams_yaml(run_dir, config)
+        exp, ssi, sei = hparams(flat_hparams(config), {})
+        for summary in (exp, ssi, sei):
+            self.writer.file_writer.add_summary(summary)
+
+    def add(self, tag: str, value: float, step: int) -> None:
+        self.writer.add_scalar(tag, value, step)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
