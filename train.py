@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from mirror import config as config_mod
-from mirror.errors import ConfigError, UserError
+from mirror.errors import ConfigError, DivergenceError, UserError
 from mirror.signals import Interrupted
 
 
@@ -36,32 +36,60 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What a resumed run cannot change: the network, the data and their order. Everything else (lr, momentum,
+# weight_decay, epochs, max_steps, logging, device) may be given again to continue differently.
+RESUME_FIXED = ("dataset", "synth_train", "synth_val", "val_size", "final", "hidden", "activation", "batch_size",
+                "shuffle", "seed", "dtype")
+
+
 def resolve_config(args, parser) -> tuple[config_mod.Config, dict | None, object]:
     overrides = {name: getattr(args, name) for name in config_mod.FIELDS}
     if not args.resume:
         return config_mod.build(args.config, overrides), None, None
-    from mirror.runs import load_checkpoint, resolve_checkpoint
+    from mirror.runs import check_resumable, load_checkpoint, resolve_checkpoint
     path = resolve_checkpoint(args.resume)
     ckpt = load_checkpoint(path)
     if ckpt["impl"] != args.impl:
         raise ConfigError(f"--resume: {path} was written by --impl {ckpt['impl']}; resume it with "
                           f"--impl {ckpt['impl']} (evaluate.py reads it with either)")
-    base = config_mod.from_dict(ckpt["config"], source=str(path))
+    check_resumable(ckpt, path, args.impl)
+    saved = config_mod.validate(config_mod.from_dict(ckpt["config"], source=str(path)))
+    cfg = saved
     if args.config:
-        base = config_mod.from_dict(config_mod.load_yaml(args.config), base, source=args.config)
-    cfg = config_mod.from_dict({k: v for k, v in overrides.items() if v is not None}, base,
+        cfg = config_mod.from_dict(config_mod.load_yaml(args.config), cfg, source=args.config)
+    cfg = config_mod.from_dict({k: v for k, v in overrides.items() if v is not None}, cfg,
                                source="command line")
+    for name in RESUME_FIXED:
+        if getattr(cfg, name) != getattr(saved, name):
+            raise ConfigError(f"--resume: {name} cannot change when resuming ({getattr(saved, name)!r} in the "
+                              f"checkpoint, {getattr(cfg, name)!r} given); drop the option or start a new run")
     return config_mod.validate(cfg), ckpt, path
+
+
+def check_work_left(cfg, ckpt: dict, path, num_train: int) -> None:
+    """A resumed run must have steps left to take under the (possibly raised) --epochs / --max-steps."""
+    total = cfg.epochs * -(-num_train // cfg.batch_size)
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    if ckpt["step"] >= total:
+        raise ConfigError(f"--resume: {path} has already taken {ckpt['step']} steps, all that epochs "
+                          f"{cfg.epochs}{f' and max_steps {cfg.max_steps}' if cfg.max_steps else ''} allow; "
+                          "pass a larger --epochs (or --max-steps) to train on")
 
 
 def main(argv=None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    run_dir = None
     try:
         cfg, ckpt, ckpt_path = resolve_config(args, parser)
+        from mirror.runs import check_log_dir
+        check_log_dir(cfg.log_dir)  # before the data: a download is wasted on a run that cannot log
         from mirror.data import load_data
         from mirror.runs import new_run_dir
         train, val = load_data(cfg)
+        if ckpt is not None:
+            check_work_left(cfg, ckpt, ckpt_path, len(train))
         run_dir = new_run_dir(cfg.log_dir, cfg.experiment, args.impl)
         if args.impl == "manual":
             from manual.train import fit
@@ -69,12 +97,22 @@ def main(argv=None) -> int:
         else:
             from lightning_ref.train import fit
             fit(cfg, train, val, run_dir, resume=ckpt, resume_path=ckpt_path)
+    except DivergenceError as e:  # its run directory holds the curve up to the blow-up: kept
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return e.exit_code
     except UserError as e:
+        if run_dir is not None:
+            from mirror.runs import discard_run_dir
+            discard_run_dir(run_dir)  # failed before its first checkpoint: leave no empty version_N behind
         print(f"error: {e}", file=sys.stderr, flush=True)
         return e.exit_code
     except Interrupted as e:
         print(f"interrupted: {e}", file=sys.stderr, flush=True)
         return e.exit_code
+    except KeyboardInterrupt:  # Ctrl-C before training started, or a second one: stop at once
+        where = f"; {run_dir} keeps its last checkpoint, if any" if run_dir is not None else ""
+        print(f"interrupted: stopped at once, nothing saved at this point{where}", file=sys.stderr, flush=True)
+        return 130
     return 0
 
 

@@ -6,6 +6,8 @@ by hand: the same checkpoint file and keys, divergence checks, and stopping clea
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -15,6 +17,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mirror.data import Batches, Split
 from mirror.errors import CheckpointError, DivergenceError
@@ -36,13 +39,36 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class MirrorCallback(Callback):
-    """Checkpoint every epoch, stop on NaN/inf losses, and honour stop requests between steps."""
+    """Checkpoint every epoch, stop on NaN/inf losses, and honour stop requests between steps.
+
+    A stop request (Ctrl-C, SIGTERM) seen after a step mid-epoch saves the checkpoint right there (Lightning
+    2.x resumes such a checkpoint at the next batch). One seen at the epoch's last step, or during
+    validation, lets the epoch end: its checkpoint is saved as usual. Either way the run ends when the next
+    batch starts, once Lightning has logged what it logs after the hook. One seen after the last step lets
+    the run finish. Lightning's own SIGTERM handling is replaced by ours for the run, so both signals behave alike.
+    """
 
     def __init__(self, cfg, run_dir: Path, stop: StopRequest, batches: Batches) -> None:
         self.cfg, self.run_dir, self.stop, self.batches = cfg, run_dir, stop, batches
         self.ckpt_file = checkpoint_path(run_dir)
         self.window: list[torch.Tensor] = []   # this log window's step losses, checked without a sync per step
         self.window_start = 0
+        self.pending: Interrupted | None = None  # a stop whose checkpoint is saved, raised at the next batch
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Lightning's signal connector has just put its SIGTERM handler in front of ours; its handler makes the
+        # loops raise SIGTERMException (exit code 0, no checkpoint) at points of its choosing. Ours again.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.stop.handle)
+        # --lr, --momentum and --weight-decay given with --resume win over the optimizer state restored from
+        # the checkpoint, as in the manual loop.
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                group.update(lr=self.cfg.lr, momentum=self.cfg.momentum, weight_decay=self.cfg.weight_decay)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.pending is not None:
+            raise self.pending
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step          # optimizer steps done, this one included
@@ -51,18 +77,30 @@ class MirrorCallback(Callback):
         self.window.append(outputs["loss"].detach())
         if step % self.cfg.log_every == 0:
             self._check()
-        if self.stop.requested:
+        if self.stop.requested and self.pending is None:
+            last_in_epoch = batch_idx + 1 >= trainer.num_training_batches
+            finishing = trainer.max_steps > 0 and step >= trainer.max_steps
+            if last_in_epoch or finishing:
+                return  # on_train_epoch_end saves and stops
             self._check()
             trainer.save_checkpoint(self.ckpt_file)
-            raise Interrupted(self.stop.exit_code, f"stopped at step {step} (epoch {trainer.current_epoch + 1}); "
-                              f"checkpoint saved, continue with --resume {self.run_dir}")
+            self.pending = Interrupted(self.stop.exit_code, f"stopped at step {step} (epoch "
+                                       f"{trainer.current_epoch + 1}); checkpoint saved, continue with "
+                                       f"--resume {self.run_dir}")
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._check()
         val_loss = trainer.callback_metrics.get("val/loss")
         if val_loss is not None and not torch.isfinite(val_loss):
-            raise _diverged(trainer.global_step - 1, self.cfg, self.ckpt_file)
+            raise _diverged(trainer.global_step - 1, self.cfg, self.ckpt_file, what="validation loss")
         trainer.save_checkpoint(self.ckpt_file)
+        more = trainer.current_epoch + 1 < trainer.max_epochs and not (
+            trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps)
+        if self.stop.requested and self.pending is None and more:
+            # Raised when the next epoch's first batch starts, after Lightning has logged this epoch's metrics.
+            self.pending = Interrupted(self.stop.exit_code, f"stopped at step {trainer.global_step} (end of "
+                                       f"epoch {trainer.current_epoch + 1}); checkpoint saved, continue with "
+                                       f"--resume {self.run_dir}")
 
     def _check(self) -> None:
         if not self.window:
@@ -82,10 +120,18 @@ class MirrorCallback(Callback):
                                          data=self.batches.state_dict(), metrics=metrics))
 
 
-def _diverged(step: int, cfg, ckpt_file: Path) -> DivergenceError:
-    kept = f"last good checkpoint kept at {ckpt_file}" if ckpt_file.exists() else "no checkpoint was written"
-    return DivergenceError(f"training diverged: the loss became NaN or infinite at step {step} with "
+def _diverged(step: int, cfg, ckpt_file: Path, what: str = "loss") -> DivergenceError:
+    lower = f"--lr {cfg.lr / 10:g}"
+    kept = (f"the last good checkpoint is kept: continue from it with --resume {ckpt_file.parent.parent} {lower}"
+            if ckpt_file.exists() else f"no checkpoint was written: start again with {lower}")
+    return DivergenceError(f"training diverged: the {what} became NaN or infinite at step {step} with "
                            f"lr {cfg.lr:g}; try a lower learning rate ({kept})")
+
+
+def _kept(run_dir: Path) -> str:
+    ckpt = checkpoint_path(run_dir)
+    return (f"the last checkpoint is kept, continue with --resume {run_dir}" if ckpt.exists()
+            else "no checkpoint was written")
 
 
 def _quiet_lightning() -> None:
@@ -130,8 +176,17 @@ def fit(cfg, train: Split, val: Split, run_dir, resume: dict | None = None, resu
         trainer = build_trainer(cfg, run_dir, [MirrorCallback(cfg, run_dir, stop, batches)])
         trainer.logger.log_hyperparams(flat_hparams(cfg.to_dict()))
         write_hparams_yaml(run_dir, cfg.to_dict())
-        trainer.fit(model, train_dataloaders=batches, val_dataloaders=val_batches,
-                    ckpt_path=str(resume_path) if resume is not None else None)
+        try:
+            trainer.fit(model, train_dataloaders=batches, val_dataloaders=val_batches,
+                        ckpt_path=str(resume_path) if resume is not None else None)
+        except SIGTERMException:  # Lightning's SIGTERM path, should a signal beat on_train_start to it
+            raise Interrupted(143, f"stopped by SIGTERM at step {trainer.global_step}; {_kept(run_dir)}") from None
+        except SystemExit as e:
+            # A second Ctrl-C: Lightning turns the KeyboardInterrupt into sys.exit(1) after tearing down.
+            if stop.signum == signal.SIGINT:
+                raise Interrupted(130, f"stopped at once by a second Ctrl-C at step {trainer.global_step}; "
+                                  f"{_kept(run_dir)}") from None
+            raise
     seconds = time.perf_counter() - started
     m = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics = {"train/loss_epoch": m.get("train/loss_epoch", float("nan")),

@@ -5,6 +5,7 @@ from ``mirror`` so that one config and seed give the same weights and the same c
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -45,6 +46,21 @@ def build_model(cfg) -> MLP:
     return model
 
 
+def train_step(model: MLP, criterion: CrossEntropyLoss, optimizer: SGD, x: torch.Tensor,
+               y: torch.Tensor) -> torch.Tensor:
+    """One SGD step on the batch ``x`` (N, D_in), ``y`` (N,); returns its mean loss as a 0-dim tensor.
+
+    Nothing here reads a value back to the host (no device sync per step), and after the first step no
+    gradient memory is allocated: each backward writes into the parameters' ``.grad`` in place. The
+    modules' ``forward`` is called directly: no tensor requires grad, so the ``no_grad`` wrapper of
+    ``__call__`` would only cost time.
+    """
+    loss = criterion.forward(model.forward(x), y)
+    model.backward(criterion.backward(), input_grad=False)  # the data need no gradient
+    optimizer.step()
+    return loss
+
+
 def _first_bad(window: torch.Tensor, count: int, first_step: int) -> int | None:
     bad = (~torch.isfinite(window[:count])).nonzero()
     return None if bad.numel() == 0 else first_step + int(bad[0])
@@ -73,28 +89,31 @@ def fit(cfg, train: Split, val: Split, run_dir, resume: dict | None = None) -> d
         seen = resume["epoch_seen"]
 
     def save(epoch: int, metrics: dict) -> None:
+        # At an epoch boundary the data state is the next epoch's start, however the last loop was left.
+        data = batches.state_dict() if epoch == batches.sampler.epoch else {"epoch": epoch, "position": 0}
         atomic_save(portable_state(
             IMPL, cfg.to_dict(), model.state_dict(), optimizer=optimizer.state_dict(), step=step,
-            epoch=epoch, data=batches.state_dict(), epoch_loss_sum=loss_sum.item(), epoch_seen=seen,
+            epoch=epoch, data=data, epoch_loss_sum=loss_sum.item(), epoch_seen=seen,
             metrics=metrics), ckpt_file)
 
     k = cfg.log_every
-    window = torch.empty(k, dtype=train.x.dtype, device=device)  # this log window's step losses
-    window_start = step
+    # This log window's step losses. Windows start at multiples of k, also after a resume mid-window: the
+    # slots before the resume point hold zeros (those losses were checked before the checkpoint was saved).
+    window = torch.zeros(k, dtype=train.x.dtype, device=device)
+    window_start = step - step % k
     metrics = dict(resume.get("metrics", {})) if resume else {}
     started = time.perf_counter()
+    train_seconds = 0.0  # inside the step loops only: no setup, evaluation or checkpoints
     epoch = start_epoch
-    with StopRequest() as stop:
+    with StopRequest() as stop, contextlib.closing(writer):  # events flushed however the run ends
         for epoch in range(start_epoch, cfg.epochs):
             batches.sampler.set_epoch(epoch)
             bar = tqdm(total=len(batches) * cfg.batch_size, initial=batches.position * cfg.batch_size,
                        desc=f"{IMPL} epoch {epoch + 1}/{cfg.epochs}", unit="sample", unit_scale=True,
                        mininterval=0.5, disable=not cfg.progress, leave=False, dynamic_ncols=True)
+            loop_started = time.perf_counter()
             for x, y in batches:
-                logits = model(x)
-                loss = criterion(logits, y)
-                model.backward(criterion.backward())
-                optimizer.step()
+                loss = train_step(model, criterion, optimizer, x, y)
 
                 n = y.shape[0]
                 loss_sum.add_(loss, alpha=n)
@@ -113,11 +132,13 @@ def fit(cfg, train: Split, val: Split, run_dir, resume: dict | None = None) -> d
                     window_start = step
                 if stop.requested or (cfg.max_steps and step >= cfg.max_steps):
                     break
+            train_seconds += time.perf_counter() - loop_started
             bar.close()
             bad = _first_bad(window, step - window_start, window_start)
             if bad is not None:
                 raise _diverged(bad, cfg, ckpt_file)
-            if stop.requested:
+            finishing = bool(cfg.max_steps and step >= cfg.max_steps)
+            if stop.requested and 0 < batches.position < len(batches) and not finishing:  # mid-epoch
                 save(epoch, metrics)
                 writer.close()
                 raise Interrupted(stop.exit_code, f"stopped at step {step} (epoch {epoch + 1}); checkpoint "
@@ -131,21 +152,26 @@ def fit(cfg, train: Split, val: Split, run_dir, resume: dict | None = None) -> d
             writer.add("epoch", epoch, step - 1)
             writer.flush()
             if not math.isfinite(val_loss):
-                raise _diverged(step - 1, cfg, ckpt_file)
+                raise _diverged(step - 1, cfg, ckpt_file, what="validation loss")
             loss_sum.zero_()
             seen = 0
             save(epoch + 1, metrics)
             if cfg.max_steps and step >= cfg.max_steps:
                 break
+            if stop.requested and epoch + 1 < cfg.epochs:  # stopped at (or during) the epoch's end
+                raise Interrupted(stop.exit_code, f"stopped at step {step} (end of epoch {epoch + 1}); "
+                                  f"checkpoint saved, continue with --resume {run_dir}")
     writer.close()
     seconds = time.perf_counter() - started
     print(summary_line(IMPL, epochs=epoch + 1, steps=step, seconds=seconds, train_loss=metrics["train/loss_epoch"],
                        val_loss=metrics["val/loss"], val_acc=metrics["val/acc"], final=cfg.final,
                        run_dir=run_dir), flush=True)
-    return {"steps": step, "seconds": seconds, **metrics, "model": model}
+    return {"steps": step, "seconds": seconds, "train_seconds": train_seconds, **metrics, "model": model}
 
 
-def _diverged(step: int, cfg, ckpt_file) -> DivergenceError:
-    kept = f"last good checkpoint kept at {ckpt_file}" if ckpt_file.exists() else "no checkpoint was written"
-    return DivergenceError(f"training diverged: the loss became NaN or infinite at step {step} with "
+def _diverged(step: int, cfg, ckpt_file, what: str = "loss") -> DivergenceError:
+    lower = f"--lr {cfg.lr / 10:g}"
+    kept = (f"the last good checkpoint is kept: continue from it with --resume {ckpt_file.parent.parent} {lower}"
+            if ckpt_file.exists() else f"no checkpoint was written: start again with {lower}")
+    return DivergenceError(f"training diverged: the {what} became NaN or infinite at step {step} with "
                            f"lr {cfg.lr:g}; try a lower learning rate ({kept})")

@@ -36,7 +36,8 @@ def _default(f):
 
 @dataclass
 class Config:
-    experiment: str = _opt("mnist", "run name: logs go to <log_dir>/<experiment>/<impl>/version_N")
+    experiment: str = _opt("", "run name: logs go to <log_dir>/<experiment>/<impl>/version_N "
+                               "(empty: the config file's name, else the dataset)")
     dataset: str = _opt("mnist", "training data", DATASETS)
     data_dir: str = _opt("./data", "MNIST root (torchvision layout: <data_dir>/MNIST/raw)")
     download: bool = _opt(True, "download MNIST into data_dir when it is missing")
@@ -46,11 +47,11 @@ class Config:
     synth_val: int = _opt(10000, "synthetic data: validation points")
     hidden: list = _opt([300], "hidden layer sizes, e.g. --hidden 300 100")
     activation: str = _opt("sigmoid", "hidden activation", ACTIVATIONS)
-    epochs: int = _opt(5, "passes over the training data")
+    epochs: int = _opt(10, "passes over the training data")
     max_steps: int = _opt(0, "stop after this many optimizer steps in all (0: no limit)")
     batch_size: int = _opt(32, "training batch size (1: per-instance SGD)")
     eval_batch_size: int = _opt(1000, "batch size for validation and test")
-    lr: float = _opt(0.5, "SGD learning rate")
+    lr: float = _opt(1.0, "SGD learning rate")
     momentum: float = _opt(0.0, "SGD momentum")
     weight_decay: float = _opt(0.0, "SGD weight decay (L2)")
     shuffle: bool = _opt(True, "reshuffle the training data every epoch (seeded)")
@@ -131,7 +132,7 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{name}: {v!r} is not valid; expected a finite number >= 0")
     if not cfg.hidden or any(h < 1 for h in cfg.hidden):
         raise ConfigError(f"hidden: {cfg.hidden!r} is not valid; expected one or more positive integers")
-    if not cfg.experiment or "/" in cfg.experiment or cfg.experiment in (".", ".."):
+    if "/" in cfg.experiment or cfg.experiment in (".", ".."):
         raise ConfigError(f"experiment: {cfg.experiment!r} is not valid; expected a name without '/'")
     return cfg
 
@@ -142,16 +143,25 @@ def from_dict(values: dict[str, Any], base: Config | None = None, source: str = 
     for name, value in values.items():
         if name not in FIELDS:
             raise ConfigError(f"{source}: unknown key {name!r}; known keys: {', '.join(FIELDS)}")
-        setattr(cfg, name, _coerce(name, value))
+        try:
+            setattr(cfg, name, _coerce(name, value))
+        except ConfigError as e:  # name the file the bad value came from
+            if source == "command line":
+                raise
+            raise ConfigError(f"{e} (in {source})") from None
     return cfg
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; pass a .yaml file (configs/ lists the experiments)")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; check the path (configs/ lists the experiments)")
     try:
         data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read ({e.strerror or e})") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -167,8 +177,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One ``--key`` option per field (dashes or underscores), default None so we know what was given."""
     for name, f in FIELDS.items():
         default = _default(f)
-        flags = sorted({f"--{name.replace('_', '-')}", f"--{name}"}, key=len)
-        help_text = f"{f.metadata['help']} (default: {default})"
+        dashed = f"--{name.replace('_', '-')}"
+        flags = [dashed] if dashed == f"--{name}" else [dashed, f"--{name}"]
+        choices = f.metadata.get("choices")
+        allowed = f"; one of {', '.join(choices)}" if choices else ""
+        help_text = f"{f.metadata['help']}{allowed} (default: {default})"
         if isinstance(default, bool):
             parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text)
@@ -197,7 +210,18 @@ def _cli_int(name):
 def build(config_path: str | None, overrides: dict[str, Any]) -> Config:
     """Defaults <- YAML file <- command-line overrides, validated."""
     cfg = Config()
+    from_file: dict[str, Any] = {}
     if config_path:
-        cfg = from_dict(load_yaml(config_path), cfg, source=str(config_path))
-    cfg = from_dict({k: v for k, v in overrides.items() if v is not None}, cfg, source="command line")
-    return validate(cfg)
+        from_file = load_yaml(config_path)
+        cfg = from_dict(from_file, cfg, source=str(config_path))
+    given = {k: v for k, v in overrides.items() if v is not None}
+    cfg = from_dict(given, cfg, source="command line")
+    if not cfg.experiment:
+        cfg.experiment = Path(config_path).stem if config_path else cfg.dataset
+    try:
+        return validate(cfg)
+    except ConfigError as e:  # a bad value that came from the file: name the file
+        field = str(e).split(":", 1)[0]
+        if field in from_file and field not in given:
+            raise ConfigError(f"{e} (in {config_path})") from None
+        raise

@@ -213,8 +213,15 @@ class Batches:
         x, y, bs = self.split.x, self.split.y, self.batch_size
         order = self.sampler.indices(x.device)
         start, self._resume_at = self._resume_at, 0
+        # Batch size 1, shuffled: the permutation comes to the host once per epoch and each batch is the
+        # slice x[i:i+1], a view; gathering one row with index_select would cost more than using it.
+        rows = order.tolist() if order is not None and bs == 1 else None
         for b in range(start, len(self)):
             self.position = b + 1
+            if rows is not None:
+                i = rows[b]
+                yield x[i:i + 1], y[i:i + 1]
+                continue
             lo, hi = b * bs, min((b + 1) * bs, len(self.split))
             if order is None:
                 yield x[lo:hi], y[lo:hi]

@@ -10,17 +10,34 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from .errors import CheckpointError, UserError
 
 FORMAT = "backprop-mirror-checkpoint"
 FORMAT_VERSION = 1
 CHECKPOINT_NAME = "last.ckpt"
+
+
+def check_log_dir(log_dir: str | Path) -> None:
+    """Fail early, before any data is loaded, when ``log_dir`` cannot hold run directories.
+
+    Creates nothing: the nearest existing folder on the path must be a writable directory. ``new_run_dir``
+    still makes the definitive check (it writes a probe file) before training starts.
+    """
+    path = Path(log_dir).absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"log_dir: cannot write to {log_dir} ({existing} is a file, not a directory); "
+                        "choose a writable --log-dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"log_dir: cannot write to {log_dir} ({existing} is not writable); "
+                        "choose a writable --log-dir")
 
 
 def new_run_dir(log_dir: str | Path, experiment: str, impl: str) -> Path:
@@ -31,7 +48,8 @@ def new_run_dir(log_dir: str | Path, experiment: str, impl: str) -> Path:
         probe = tempfile.NamedTemporaryFile(dir=parent, prefix=".write-test-")
         probe.close()
     except OSError as e:
-        raise UserError(f"log_dir: cannot write to {parent} ({e.strerror}); choose a writable --log-dir") from None
+        raise UserError(f"log_dir: cannot write to {parent} ({e.strerror or e}); "
+                        "choose a writable --log-dir") from None
     taken = [int(m.group(1)) for p in parent.iterdir() if (m := re.fullmatch(r"version_(\d+)", p.name))]
     n = max(taken, default=-1) + 1
     while True:
@@ -43,8 +61,23 @@ def new_run_dir(log_dir: str | Path, experiment: str, impl: str) -> Path:
             n += 1
 
 
+def discard_run_dir(run_dir: str | Path) -> bool:
+    """Remove a run directory that a run failed to use (no checkpoint in it); True if removed.
+
+    A run that fails before its first step (a checkpoint of the wrong kind, a device that is not there)
+    leaves nothing worth keeping; a run with a checkpoint is never touched.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or checkpoint_path(run_dir).exists():
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return True
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to ``path`` so that readers see the old file or the new one, never a partial one."""
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
@@ -67,6 +100,9 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    # Temp files of writes killed mid-way (kill -9, power loss) are garbage: one run writes one path.
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def checkpoint_path(run_dir: str | Path) -> Path:
@@ -85,10 +121,28 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Load and check a checkpoint written by either implementation."""
+    """Load and check a checkpoint written by either implementation.
+
+    Loaded with ``weights_only=True``: a checkpoint is tensors, numbers, strings, lists and dicts, so a file
+    that needs arbitrary Python objects to unpickle is refused rather than run.
+    """
+    import pickle
+    import warnings
+
+    import torch
+
     path = resolve_checkpoint(path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():  # torch warns about pickles it was not made for: one line is ours
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" in str(e):
+            raise CheckpointError(f"checkpoint {path} was not written by backprop-mirror (it holds Python "
+                                  "objects other than tensors); pass a checkpoints/last.ckpt from a train.py "
+                                  "run") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a checkpoint (UnpicklingError); "
+                              "use another one or start a new run") from None
     except Exception as e:
         raise CheckpointError(f"checkpoint {path} is corrupt or not a checkpoint ({type(e).__name__}); "
                               "use another one or start a new run") from None
@@ -98,7 +152,27 @@ def load_checkpoint(path: str | Path) -> dict:
     if ckpt.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} has format version {ckpt.get('format_version')}, "
                               f"this code reads version {FORMAT_VERSION}")
+    missing = [k for k in ("impl", "config", "weights") if k not in ckpt]
+    if missing or not isinstance(ckpt["config"], dict) or not isinstance(ckpt["weights"], dict):
+        raise CheckpointError(f"checkpoint {path} is incomplete (missing {', '.join(missing) or 'config/weights'}); "
+                              "use another one or start a new run")
     return ckpt
+
+
+# What ``--resume`` needs beyond the portable keys, per implementation.
+RESUME_KEYS = {
+    "manual": ("optimizer", "step", "epoch", "data", "epoch_loss_sum", "epoch_seen"),
+    "lightning": ("state_dict", "loops", "optimizer_states", "step", "epoch"),
+}
+
+
+def check_resumable(ckpt: dict, path: str | Path, impl: str) -> None:
+    """Raise CheckpointError unless ``ckpt`` (from :func:`load_checkpoint`, written by ``impl``) holds the
+    training state that ``--resume`` needs, not just the weights."""
+    missing = [k for k in RESUME_KEYS.get(impl, ()) if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"--resume: {path} holds weights but not the training state to continue "
+                              f"({', '.join(missing)} missing); evaluate it with evaluate.py or start a new run")
 
 
 def portable_state(impl: str, config: dict, weights: dict, **extra) -> dict:

@@ -2,7 +2,8 @@
 
 Raising inside a training step could leave half the parameters updated; instead the handler records the
 signal and the loop checks ``requested`` between steps, saves a checkpoint of exactly where the run stands
-and exits with 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM).
+and exits with 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM). A second Ctrl-C raises
+``KeyboardInterrupt`` at once, for a step that hangs; ``train.py`` reports it and exits with 130.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ class StopRequest:
     def exit_code(self) -> int:
         return 128 + (self.signum or 0)
 
-    def _handle(self, signum, frame) -> None:
+    def handle(self, signum, frame) -> None:
+        """The signal handler; a loop that installs its own handlers (Lightning) can put this one back."""
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C means now
         self.signum = signum
@@ -30,7 +32,7 @@ class StopRequest:
     def __enter__(self) -> "StopRequest":
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                self._previous[sig] = signal.signal(sig, self._handle)
+                self._previous[sig] = signal.signal(sig, self.handle)
             except ValueError:  # not the main thread: leave signals alone
                 pass
         return self
