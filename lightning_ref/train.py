@@ -24,9 +24,9 @@ from mirror.errors import CheckpointError, DivergenceError
 from mirror.report import summary_line
 from mirror.runs import atomic_save, checkpoint_path, portable_state
 from mirror.signals import Interrupted, StopRequest
-from mirror.tb import flat_hparams, write_hparams_yaml
+from mirror.tb import write_hparams_summary, write_hparams_yaml
 
-from .module import MLPClassifier
+from .module import MLPClassifier, evaluate
 
 IMPL = "lightning"
 
@@ -174,7 +174,7 @@ def fit(cfg, train: Split, val: Split, run_dir, resume: dict | None = None, resu
     started = time.perf_counter()
     with StopRequest() as stop:
         trainer = build_trainer(cfg, run_dir, [MirrorCallback(cfg, run_dir, stop, batches)])
-        trainer.logger.log_hyperparams(flat_hparams(cfg.to_dict()))
+        write_hparams_summary(trainer.logger.experiment, cfg.to_dict())
         write_hparams_yaml(run_dir, cfg.to_dict())
         try:
             trainer.fit(model, train_dataloaders=batches, val_dataloaders=val_batches,
@@ -187,8 +187,14 @@ def fit(cfg, train: Split, val: Split, run_dir, resume: dict | None = None, resu
                 raise Interrupted(130, f"stopped at once by a second Ctrl-C at step {trainer.global_step}; "
                                   f"{_kept(run_dir)}") from None
             raise
-    seconds = time.perf_counter() - started
     m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if trainer.global_step % len(batches):
+        # --max-steps ended the run inside an epoch, where Lightning runs no validation. The manual loop
+        # evaluates there, so do the same, logged at the last step as every epoch's val/* is.
+        m["val/loss"], m["val/acc"] = evaluate(model.model, val, cfg.eval_batch_size)
+        trainer.logger.log_metrics({k: m[k] for k in ("val/loss", "val/acc")}, step=trainer.global_step - 1)
+        trainer.logger.finalize("success")
+    seconds = time.perf_counter() - started
     metrics = {"train/loss_epoch": m.get("train/loss_epoch", float("nan")),
                "val/loss": m.get("val/loss", float("nan")), "val/acc": m.get("val/acc", float("nan"))}
     print(summary_line(IMPL, epochs=trainer.current_epoch, steps=trainer.global_step, seconds=seconds,

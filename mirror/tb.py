@@ -22,18 +22,24 @@ def write_hparams_yaml(run_dir: str | Path, config: dict) -> None:
     Path(run_dir, "hparams.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
+def write_hparams_summary(writer, config: dict) -> None:
+    """The hparams plugin's records, into a ``SummaryWriter``'s event file (both loops call this, so the
+    HParams tab lists manual and Lightning runs alike; Lightning's logger skips it without a metric)."""
+    from torch.utils.tensorboard.summary import hparams
+
+    for summary in hparams(flat_hparams(config), {}):
+        writer.file_writer.add_summary(summary)
+
+
 class ScalarWriter:
     """A thin ``SummaryWriter``: scalars plus the hyperparameters, as Lightning's logger writes them."""
 
     def __init__(self, run_dir: str | Path, config: dict) -> None:
         from torch.utils.tensorboard import SummaryWriter
-        from torch.utils.tensorboard.summary import hparams
 
         self.writer = SummaryWriter(log_dir=str(run_dir))
         write_hparams_yaml(run_dir, config)
-        exp, ssi, sei = hparams(flat_hparams(config), {})
-        for summary in (exp, ssi, sei):
-            self.writer.file_writer.add_summary(summary)
+        write_hparams_summary(self.writer, config)
 
     def add(self, tag: str, value: float, step: int) -> None:
         self.writer.add_scalar(tag, value, step)
