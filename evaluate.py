@@ -16,13 +16,8 @@ from mirror.errors import UserError
 DATA_KEYS = ("data_dir", "download", "val_size", "final", "eval_batch_size", "device")
 
 
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
 def make_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(description=__doc__.split("\n")[0])
+    parser = config_mod.OneLineParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", help="a run directory or its checkpoints/last.ckpt")
     parser.add_argument("--impl", choices=config_mod.IMPLS, default="manual",
                         help="which implementation evaluates (default: manual)")

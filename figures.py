@@ -15,11 +15,7 @@ import shlex
 import sys
 
 from mirror import figures as figures_mod
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see --help)\n")
+from mirror.config import OneLineParser
 
 
 def make_parser() -> argparse.ArgumentParser:

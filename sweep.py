@@ -31,11 +31,6 @@ from mirror.errors import ConfigError
 RESERVED = ("lr", "seed", "experiment", "log_dir", "impl", "config", "resume")
 
 
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
 def check_passthrough(extra: list[str]) -> dict:
     """Parse the ``train.py`` options given after ``--`` as train.py would; refuse the ones the sweep sets."""
     parser = train.make_parser()
@@ -59,7 +54,7 @@ def check_passthrough(extra: list[str]) -> dict:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(usage="python sweep.py [options] [-- train.py options]",
+    p = config_mod.OneLineParser(usage="python sweep.py [options] [-- train.py options]",
                       description=__doc__.split("\n")[0], epilog="\n".join(__doc__.split("\n")[2:]),
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", metavar="YAML", help="sweep file: a train.py config with a sweep: section "

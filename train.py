@@ -17,15 +17,8 @@ from mirror.errors import ConfigError, DivergenceError, UserError
 from mirror.signals import Interrupted
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad option is one line on stderr and exit code 2, without the usage block."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
 def make_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(description=__doc__.split("\n")[0],
+    parser = config_mod.OneLineParser(description=__doc__.split("\n")[0],
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--impl", choices=config_mod.IMPLS, default="manual",
                         help="which implementation trains (default: manual)")

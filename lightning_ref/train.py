@@ -20,7 +20,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mirror.data import Batches, Split
-from mirror.errors import CheckpointError, DivergenceError
+from mirror.divergence import diverged_error, first_diverged, loss_limit
+from mirror.errors import CheckpointError
 from mirror.report import summary_line
 from mirror.runs import atomic_save, checkpoint_path, portable_state
 from mirror.signals import Interrupted, StopRequest
@@ -51,6 +52,7 @@ class MirrorCallback(Callback):
     def __init__(self, cfg, run_dir: Path, stop: StopRequest, batches: Batches) -> None:
         self.cfg, self.run_dir, self.stop, self.batches = cfg, run_dir, stop, batches
         self.ckpt_file = checkpoint_path(run_dir)
+        self.limit = loss_limit(cfg.sizes[-1])
         self.window: list[torch.Tensor] = []   # this log window's step losses, checked without a sync per step
         self.window_start = 0
         self.pending: Interrupted | None = None  # a stop whose checkpoint is saved, raised at the next batch
@@ -91,8 +93,9 @@ class MirrorCallback(Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._check()
         val_loss = trainer.callback_metrics.get("val/loss")
-        if val_loss is not None and not torch.isfinite(val_loss):
-            raise _diverged(trainer.global_step - 1, self.cfg, self.ckpt_file, what="validation loss")
+        if val_loss is not None and first_diverged(val_loss.reshape(1), self.limit) is not None:
+            raise diverged_error(trainer.global_step - 1, self.cfg, self.ckpt_file, self.limit,
+                                 what="validation loss")
         trainer.save_checkpoint(self.ckpt_file)
         more = trainer.current_epoch + 1 < trainer.max_epochs and not (
             trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps)
@@ -107,9 +110,9 @@ class MirrorCallback(Callback):
             return
         losses = torch.stack(self.window)
         self.window = []
-        bad = (~torch.isfinite(losses)).nonzero()
-        if bad.numel():
-            raise _diverged(self.window_start + int(bad[0]), self.cfg, self.ckpt_file)
+        bad = first_diverged(losses, self.limit)
+        if bad is not None:
+            raise diverged_error(self.window_start + bad, self.cfg, self.ckpt_file, self.limit)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         # The keys every backprop-mirror checkpoint carries, beside Lightning's own.
@@ -119,13 +122,6 @@ class MirrorCallback(Callback):
                                          step=trainer.global_step, epoch=trainer.current_epoch,
                                          data=self.batches.state_dict(), metrics=metrics))
 
-
-def _diverged(step: int, cfg, ckpt_file: Path, what: str = "loss") -> DivergenceError:
-    lower = f"--lr {cfg.lr / 10:g}"
-    kept = (f"the last good checkpoint is kept: continue from it with --resume {ckpt_file.parent.parent} {lower}"
-            if ckpt_file.exists() else f"no checkpoint was written: start again with {lower}")
-    return DivergenceError(f"training diverged: the {what} became NaN or infinite at step {step} with "
-                           f"lr {cfg.lr:g}; try a lower learning rate ({kept})")
 
 
 def _kept(run_dir: Path) -> str:
@@ -181,7 +177,7 @@ def fit(cfg, train: Split, val: Split, run_dir, resume: dict | None = None, resu
                         ckpt_path=str(resume_path) if resume is not None else None)
         except SIGTERMException:  # Lightning's SIGTERM path, should a signal beat on_train_start to it
             raise Interrupted(143, f"stopped by SIGTERM at step {trainer.global_step}; {_kept(run_dir)}") from None
-        except SystemExit as e:
+        except SystemExit:
             # A second Ctrl-C: Lightning turns the KeyboardInterrupt into sys.exit(1) after tearing down.
             if stop.signum == signal.SIGINT:
                 raise Interrupted(130, f"stopped at once by a second Ctrl-C at step {trainer.global_step}; "

@@ -22,6 +22,13 @@ class SGD:
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
         self.momentum_buffers: list[torch.Tensor | None] = [None] * len(self.params)
 
+    @property
+    def plain(self) -> bool:
+        """True for p <- p - lr * g exactly (no momentum, no weight decay). That update needs nothing but
+        the gradient, so a layer can apply it during its backward pass, where the gradient is computed
+        (``MLP.backward(dout, sgd_lr=lr)``), instead of writing ``.grad`` for :meth:`step` to read back."""
+        return not self.momentum and not self.weight_decay
+
     @torch.no_grad()
     def step(self) -> None:
         for i, p in enumerate(self.params):

@@ -6,14 +6,13 @@ from ``mirror`` so that one config and seed give the same weights and the same c
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 
 import torch
 from tqdm import tqdm
 
 from mirror.data import Batches, Split
-from mirror.errors import DivergenceError
+from mirror.divergence import diverged_error, first_diverged, loss_limit
 from mirror.report import summary_line
 from mirror.runs import atomic_save, checkpoint_path, portable_state
 from mirror.signals import Interrupted, StopRequest
@@ -50,20 +49,26 @@ def train_step(model: MLP, criterion: CrossEntropyLoss, optimizer: SGD, x: torch
                y: torch.Tensor) -> torch.Tensor:
     """One SGD step on the batch ``x`` (N, D_in), ``y`` (N,); returns its mean loss as a 0-dim tensor.
 
-    Nothing here reads a value back to the host (no device sync per step), and after the first step no
-    gradient memory is allocated: each backward writes into the parameters' ``.grad`` in place. The
-    modules' ``forward`` is called directly: no tensor requires grad, so the ``no_grad`` wrapper of
-    ``__call__`` would only cost time.
+    Nothing here reads a value back to the host (no device sync per step), and no gradient memory is
+    allocated after the first step: backward writes into the parameters' ``.grad`` in place, or, for plain
+    SGD, straight into the weights. The modules' ``forward`` is called directly: no tensor requires grad,
+    so the ``no_grad`` wrapper of ``__call__`` would only cost time.
     """
     loss = criterion.forward(model.forward(x), y)
-    model.backward(criterion.backward(), input_grad=False)  # the data need no gradient
-    optimizer.step()
+    dlogits = criterion.backward()
+    if optimizer.plain:
+        # Plain SGD: each layer updates its weights as soon as their gradient is known, inside the
+        # gradient's own matrix product (Linear.backward); no separate pass over the weights.
+        model.backward(dlogits, input_grad=False, sgd_lr=optimizer.lr)
+    else:
+        model.backward(dlogits, input_grad=False)  # the data need no gradient
+        optimizer.step()
     return loss
 
 
-def _first_bad(window: torch.Tensor, count: int, first_step: int) -> int | None:
-    bad = (~torch.isfinite(window[:count])).nonzero()
-    return None if bad.numel() == 0 else first_step + int(bad[0])
+def _first_bad(window: torch.Tensor, count: int, first_step: int, limit: float) -> int | None:
+    bad = first_diverged(window[:count], limit)
+    return None if bad is None else first_step + bad
 
 
 @torch.no_grad()
@@ -76,6 +81,7 @@ def fit(cfg, train: Split, val: Split, run_dir, resume: dict | None = None) -> d
     batches = Batches(train, cfg.batch_size, shuffle=cfg.shuffle, seed=cfg.seed)
     writer = ScalarWriter(run_dir, cfg.to_dict())
     ckpt_file = checkpoint_path(run_dir)
+    limit = loss_limit(cfg.sizes[-1])
 
     step, start_epoch = 0, 0
     loss_sum = torch.zeros((), dtype=train.x.dtype, device=device)  # sum over samples this epoch
@@ -118,13 +124,13 @@ def fit(cfg, train: Split, val: Split, run_dir, resume: dict | None = None) -> d
                 n = y.shape[0]
                 loss_sum.add_(loss, alpha=n)
                 seen += n
-                window[step - window_start].copy_(loss)
+                window[step - window_start] = loss  # a device-side copy: no sync
                 step += 1
                 bar.update(n)
                 if step % k == 0:  # Lightning's rule: log after steps k, 2k, ... at step index s - 1
-                    bad = _first_bad(window, step - window_start, window_start)
+                    bad = _first_bad(window, step - window_start, window_start, limit)
                     if bad is not None:
-                        raise _diverged(bad, cfg, ckpt_file)
+                        raise diverged_error(bad, cfg, ckpt_file, limit)
                     value = window[k - 1].item()
                     writer.add("train/loss", value, step - 1)
                     writer.add("epoch", epoch, step - 1)
@@ -134,9 +140,9 @@ def fit(cfg, train: Split, val: Split, run_dir, resume: dict | None = None) -> d
                     break
             train_seconds += time.perf_counter() - loop_started
             bar.close()
-            bad = _first_bad(window, step - window_start, window_start)
+            bad = _first_bad(window, step - window_start, window_start, limit)
             if bad is not None:
-                raise _diverged(bad, cfg, ckpt_file)
+                raise diverged_error(bad, cfg, ckpt_file, limit)
             finishing = bool(cfg.max_steps and step >= cfg.max_steps)
             if stop.requested and 0 < batches.position < len(batches) and not finishing:  # mid-epoch
                 save(epoch, metrics)
@@ -151,8 +157,8 @@ def fit(cfg, train: Split, val: Split, run_dir, resume: dict | None = None) -> d
                 writer.add(tag, value, step - 1)
             writer.add("epoch", epoch, step - 1)
             writer.flush()
-            if not math.isfinite(val_loss):
-                raise _diverged(step - 1, cfg, ckpt_file, what="validation loss")
+            if first_diverged(torch.tensor([val_loss]), limit) is not None:
+                raise diverged_error(step - 1, cfg, ckpt_file, limit, what="validation loss")
             loss_sum.zero_()
             seen = 0
             save(epoch + 1, metrics)
@@ -167,11 +173,3 @@ def fit(cfg, train: Split, val: Split, run_dir, resume: dict | None = None) -> d
                        val_loss=metrics["val/loss"], val_acc=metrics["val/acc"], final=cfg.final,
                        run_dir=run_dir), flush=True)
     return {"steps": step, "seconds": seconds, "train_seconds": train_seconds, **metrics, "model": model}
-
-
-def _diverged(step: int, cfg, ckpt_file, what: str = "loss") -> DivergenceError:
-    lower = f"--lr {cfg.lr / 10:g}"
-    kept = (f"the last good checkpoint is kept: continue from it with --resume {ckpt_file.parent.parent} {lower}"
-            if ckpt_file.exists() else f"no checkpoint was written: start again with {lower}")
-    return DivergenceError(f"training diverged: the {what} became NaN or infinite at step {step} with "
-                           f"lr {cfg.lr:g}; try a lower learning rate ({kept})")

@@ -173,6 +173,14 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line on stderr and exit code 2, without the usage block.
+    Every command (train.py, evaluate.py, sweep.py, figures.py) uses it."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One ``--key`` option per field (dashes or underscores), default None so we know what was given."""
     for name, f in FIELDS.items():

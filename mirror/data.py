@@ -7,7 +7,6 @@ very same :class:`Batches` object, so they see the same batches in the same orde
 from __future__ import annotations
 
 import gzip
-import os
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -178,10 +178,10 @@ def test_missing_mnist_says_where_to_put_the_files(tmp_path, download):
 
 # ----------------------------------------------------------------------------------------- 3. divergence
 
-# One step per epoch, so every step before the blow-up ends an epoch and leaves a checkpoint; ReLU and
-# lr 1e4 send the loss to inf/NaN within a few steps, in both implementations.
+# One step per epoch, so every step before the blow-up ends an epoch and leaves a checkpoint; ReLU at
+# lr 100 takes one good step, then its loss passes 100 x chance level, in both implementations.
 DIVERGE = ["--dataset", "synth", "--synth-train", "20", "--synth-val", "50", "--hidden", "3",
-           "--activation", "relu", "--batch-size", "20", "--lr", "1e4", "--epochs", "20", "--log-every", "1"]
+           "--activation", "relu", "--batch-size", "20", "--lr", "100", "--epochs", "20", "--log-every", "1"]
 
 
 def _check_divergence(tmp_path, impl):
@@ -192,7 +192,7 @@ def _check_divergence(tmp_path, impl):
     step = int(line.split(" at step ")[1].split()[0])
     assert 0 < step < 20, line
     run_dir = tmp_path / "synth" / impl / "version_0"
-    assert f"the last good checkpoint is kept: continue from it with --resume {run_dir} --lr 1000" in line
+    assert f"the last good checkpoint is kept: continue from it with --resume {run_dir} --lr 10" in line
     from mirror.runs import load_checkpoint
     ckpt = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     assert ckpt["step"] <= step, "a checkpoint from after the blow-up replaced the last good one"
@@ -208,6 +208,19 @@ def test_divergence_stops_manual(tmp_path):
 @pytest.mark.slow
 def test_divergence_stops_lightning(tmp_path):
     _check_divergence(tmp_path, "lightning")
+
+
+# A sigmoid network's loss stays finite however large the learning rate (bounded activations, a stable
+# log-sum-exp), so divergence also means a loss past 100 x chance level: lr 1e4 is caught at once.
+@pytest.mark.parametrize("impl", ["manual", "lightning"])
+def test_sigmoid_with_lr_1e4_stops_as_diverged(tmp_path, impl):
+    proc = run_train("--impl", impl, "--dataset", "synth", "--synth-train", "2000", "--synth-val", "100",
+                     "--hidden", "3", "--batch-size", "20", "--lr", "1e4", "--epochs", "2", "--log-every", "5",
+                     "--log-dir", tmp_path, check=False)
+    assert proc.returncode == 3, proc.stderr
+    line = error_line(proc)
+    assert "training diverged" in line and "passed 69 (100 x chance level) at step 1 " in line, line
+    assert "try a lower learning rate" in line and "--lr 1000" in line, line
 
 
 # ------------------------------------------------------------------------------------------------ 5. files
