@@ -40,7 +40,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class MirrorCallback(Callback):
-    """Checkpoint every epoch, stop on NaN/inf losses, and honour stop requests between steps.
+    """Checkpoint every epoch, stop on diverging losses, and honour stop requests between steps.
 
     A stop request (Ctrl-C, SIGTERM) seen after a step mid-epoch saves the checkpoint right there (Lightning
     2.x resumes such a checkpoint at the next batch). One seen at the epoch's last step, or during
