@@ -332,20 +332,42 @@ def plot_train_loss_steps(runs: list[Run], window: int, title: str, path: Path) 
     return _save(fig, path)
 
 
-def plot_train_loss_seeds(runs: list[Run], window: int, title: str, path: Path) -> Path:
-    """Per implementation, one line per learning rate: mean over seeds of the moving average, +-1 std band."""
-    impls, colors = _impls(runs), _lr_colors(runs)
+def _impl_panels(runs: list[Run]):
+    """One panel per implementation, side by side on a shared y axis; returns the figure, the axes and, per
+    panel, ``(ax, impl, [(lr, members), ...])``."""
+    impls = _impls(runs)
     fig = _figure(6.0 * len(impls), 4.4)
     axes = fig.subplots(1, len(impls), sharey=True, squeeze=False)[0]
+    grouped = groups(runs).items()
+    panels = [(ax, impl, [(lr, members) for (g_impl, lr), members in grouped if g_impl == impl])
+              for ax, impl in zip(axes, impls)]
+    return fig, axes, panels
+
+
+def _band_line(ax, x, mean, std, n: int, color, style: str = "-", alpha: float = 0.2, **plot_kw) -> None:
+    """The mean over ``n`` seeds as a line, with a +-1 std band when there is more than one seed."""
+    ax.plot(x, mean, style, color=color, **plot_kw)
+    if n > 1:
+        ax.fill_between(x, mean - std, mean + std, color=color, alpha=alpha, lw=0)
+
+
+def _epoch_axis(ax, impl: str) -> None:
+    ax.set_title(_impl_title(impl), fontsize=10)
+    ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+
+
+def plot_train_loss_seeds(runs: list[Run], window: int, title: str, path: Path) -> Path:
+    """Per implementation, one line per learning rate: mean over seeds of the moving average, +-1 std band."""
+    colors = _lr_colors(runs)
+    fig, axes, panels = _impl_panels(runs)
     tops = []
-    for ax, impl in zip(axes, impls):
-        for (g_impl, lr), members in groups(runs).items():
-            if g_impl != impl:
-                continue
+    for ax, impl, lr_groups in panels:
+        for lr, members in lr_groups:
             steps, mean, std = band([smoothed(r, window) for r in members])
-            ax.plot(steps, mean, color=colors[lr], lw=1.6, label=f"lr {fmt_lr(lr)} (n={len(members)})")
-            if len(members) > 1:
-                ax.fill_between(steps, mean - std, mean + std, color=colors[lr], alpha=0.2, lw=0)
+            _band_line(ax, steps, mean, std, len(members), colors[lr], lw=1.6,
+                       label=f"lr {fmt_lr(lr)} (n={len(members)})")
             tops.append(mean + std)
         ax.set_title(_impl_title(impl), fontsize=10)
         ax.set_xlabel("optimizer step")
@@ -366,25 +388,15 @@ def plot_epoch_loss(runs: list[Run], title: str, path: Path) -> Path:
     """Per implementation: train (solid) and validation (dashed) loss per epoch, mean +-1 std over seeds."""
     from matplotlib.lines import Line2D
 
-    impls, colors = _impls(runs), _lr_colors(runs)
-    fig = _figure(6.0 * len(impls), 4.4)
-    axes = fig.subplots(1, len(impls), sharey=True, squeeze=False)[0]
-    for ax, impl in zip(axes, impls):
-        for (g_impl, lr), members in groups(runs).items():
-            if g_impl != impl:
-                continue
+    colors = _lr_colors(runs)
+    fig, axes, panels = _impl_panels(runs)
+    for ax, impl, lr_groups in panels:
+        for lr, members in lr_groups:
             for tag, style, marker in (("train/loss_epoch", "-", "o"), ("val/loss", "--", "s")):
                 b = _epoch_band(members, tag)
-                if b is None:
-                    continue
-                epochs, mean, std = b
-                ax.plot(epochs, mean, style, marker=marker, ms=4, color=colors[lr], lw=1.5)
-                if len(members) > 1:
-                    ax.fill_between(epochs, mean - std, mean + std, color=colors[lr], alpha=0.15, lw=0)
-        ax.set_title(_impl_title(impl), fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(alpha=0.3)
+                if b is not None:
+                    _band_line(ax, *b, len(members), colors[lr], style, alpha=0.15, marker=marker, ms=4, lw=1.5)
+        _epoch_axis(ax, impl)
         handles = [Line2D([], [], color=colors[lr], lw=2) for lr in colors]
         labels = [f"lr {fmt_lr(lr)}" for lr in colors]
         handles += [Line2D([], [], color="black", ls="-", marker="o", ms=4),
@@ -399,25 +411,15 @@ def plot_epoch_loss(runs: list[Run], title: str, path: Path) -> Path:
 
 def plot_val_acc(runs: list[Run], title: str, path: Path) -> Path:
     """Per implementation, one line per learning rate: validation accuracy per epoch, mean +-1 std over seeds."""
-    impls, colors = _impls(runs), _lr_colors(runs)
-    fig = _figure(6.0 * len(impls), 4.4)
-    axes = fig.subplots(1, len(impls), sharey=True, squeeze=False)[0]
-    for ax, impl in zip(axes, impls):
-        for (g_impl, lr), members in groups(runs).items():
-            if g_impl != impl:
-                continue
+    colors = _lr_colors(runs)
+    fig, axes, panels = _impl_panels(runs)
+    for ax, impl, lr_groups in panels:
+        for lr, members in lr_groups:
             b = _epoch_band(members, "val/acc")
-            if b is None:
-                continue
-            epochs, mean, std = b
-            ax.plot(epochs, mean, "-o", ms=4, color=colors[lr], lw=1.5,
-                    label=f"lr {fmt_lr(lr)} (n={len(members)})")
-            if len(members) > 1:
-                ax.fill_between(epochs, mean - std, mean + std, color=colors[lr], alpha=0.2, lw=0)
-        ax.set_title(_impl_title(impl), fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(alpha=0.3)
+            if b is not None:
+                _band_line(ax, *b, len(members), colors[lr], "-o", ms=4, lw=1.5,
+                           label=f"lr {fmt_lr(lr)} (n={len(members)})")
+        _epoch_axis(ax, impl)
         ax.legend(title="learning rate (seeds)", fontsize=9, loc="lower right")
     axes[0].set_ylabel("validation accuracy")
     fig.suptitle(f"{title}: validation accuracy per epoch, mean and ±1 std over seeds", fontsize=11)
