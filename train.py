@@ -35,7 +35,7 @@ RESUME_FIXED = ("dataset", "synth_train", "synth_val", "val_size", "final", "hid
                 "shuffle", "seed", "dtype")
 
 
-def resolve_config(args, parser) -> tuple[config_mod.Config, dict | None, object]:
+def resolve_config(args) -> tuple[config_mod.Config, dict | None, object]:
     overrides = {name: getattr(args, name) for name in config_mod.FIELDS}
     if not args.resume:
         return config_mod.build(args.config, overrides), None, None
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     run_dir = None
     try:
-        cfg, ckpt, ckpt_path = resolve_config(args, parser)
+        cfg, ckpt, ckpt_path = resolve_config(args)
         from mirror.runs import check_log_dir
         check_log_dir(cfg.log_dir)  # before the data: a download is wasted on a run that cannot log
         from mirror.data import load_data

@@ -21,7 +21,6 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mirror.data import Batches, Split
 from mirror.divergence import diverged_error, first_diverged, loss_limit
-from mirror.errors import CheckpointError
 from mirror.report import summary_line
 from mirror.runs import atomic_save, checkpoint_path, portable_state
 from mirror.signals import Interrupted, StopRequest
@@ -159,14 +158,12 @@ def build_trainer(cfg, run_dir: Path, callbacks=(), logger=True) -> L.Trainer:
 
 
 def fit(cfg, train: Split, val: Split, run_dir, resume: dict | None = None, resume_path=None) -> dict:
-    """Train per ``cfg``, logging to ``run_dir``; returns the final metrics. ``resume`` is a checkpoint."""
+    """Train per ``cfg``, logging to ``run_dir``; returns the final metrics. ``resume`` is a checkpoint
+    that ``mirror.runs.check_resumable`` accepted (train.py checks it before any run directory exists)."""
     run_dir = Path(run_dir)
     model = build_model(cfg)
     batches = Batches(train, cfg.batch_size, shuffle=cfg.shuffle, seed=cfg.seed)
     val_batches = Batches(val, cfg.eval_batch_size)
-    if resume is not None and "state_dict" not in resume:
-        raise CheckpointError(f"checkpoint {resume_path} holds no Lightning trainer state; "
-                              f"resume it with --impl {resume.get('impl')}")
     started = time.perf_counter()
     with StopRequest() as stop:
         trainer = build_trainer(cfg, run_dir, [MirrorCallback(cfg, run_dir, stop, batches)])
