@@ -14,13 +14,15 @@ random pixels otherwise), from the same initial weights, with ``torch``'s defaul
   autograd     the textbook loop: nn.Sequential, F.cross_entropy, zero_grad, backward, torch.optim.SGD
   lightning    ``lightning_ref.train.fit`` exactly as ``train.py --impl lightning`` runs it
   floor        the five matrix products of one step alone (forward two, backward three) on fixed inputs,
-               in both layouts (the manual one and nn.Linear's), the faster counted: no loop beats it
+               with torch.mm in nn.Linear's layout, in the manual one, and with the manual loop's own
+               kernels (manual/gemm.py: oneDNN for the large products); the fastest counted
 
 Each batch size times one epoch (batch size 1: a fixed slice of it), only the training steps: setup,
 validation and checkpoints are outside the clock (``fit``'s ``train_seconds``; a Lightning callback for the
 reference). Contenders alternate, in an order rotated every repeat, so that a noisy machine slows them
-alike; ratios are taken within a repeat and reported as median [min-max]. The float32 peak of large square
-matrix products is measured in every repeat, and the peak memory of ``train.py`` (each implementation) in
+alike; ratios are taken within a repeat and reported as median [min-max]. floor / autograd is the ceiling:
+the largest manual/autograd any loop could reach here. The float32 peak of large square matrix products
+(torch.mm and oneDNN, the faster counted) is measured in every repeat, and the peak memory of ``train.py`` (each implementation) in
 child processes on MNIST-sized IDX files, against a process that only imports the framework.
 
 Results go to ``benchmarks/results/train_speed.{json,md}`` (``--quick``: ``train_speed_quick.*``).
@@ -218,8 +220,12 @@ def run_lightning(cfg, train, val):
 
 
 class Floor:
-    """The five matrix products of one step with fixed inputs and preallocated outputs, in two layouts:
-    activations stored (N, D) as nn.Linear does, and (D, N) as ``manual.Linear`` does."""
+    """The five matrix products of one step with fixed inputs, in three variants: activations stored (N, D)
+    with ``torch.addmm``/``mm`` as nn.Linear does, (D, N) with the same calls, and the manual loop's own
+    kernels (``manual.gemm``: oneDNN for the large products where it is available, torch.mm otherwise).
+    The fastest variant is the floor."""
+
+    VARIANTS = ("rows", "features", "manual-kernels")
 
     def __init__(self, batch_size: int) -> None:
         g = torch.Generator().manual_seed(0)
@@ -233,9 +239,19 @@ class Floor:
             "features": [torch.empty(d1, n).t(), torch.empty(d2, n).t(), torch.empty(d1, n).t()],
         }
 
-    def run(self, layout: str, steps: int) -> float:
-        h, z, dh = self.layouts[layout]
+    def run(self, variant: str, steps: int) -> float:
         x, w1, b1, w2, b2 = self.x, self.w1, self.b1, self.w2, self.b2
+        if variant == "manual-kernels":
+            from manual import gemm
+            started = time.perf_counter()
+            for _ in range(steps):
+                h = gemm.affine(x, w1, b1)                  # forward
+                z = gemm.affine(h, w2, b2)
+                gemm.weight_grad(z, h, out=self.gw2)        # backward
+                dh = gemm.input_grad(z, w2)
+                gemm.weight_grad(dh, x, out=self.gw1)
+            return time.perf_counter() - started
+        h, z, dh = self.layouts[variant]
         started = time.perf_counter()
         for _ in range(steps):
             torch.addmm(b1, x, w1.t(), out=h)        # forward: h = x W1^T + b1
@@ -248,23 +264,32 @@ class Floor:
 
 def run_floor(cfg, train, val, steps):
     floor = Floor(cfg.batch_size)
-    floor.run("rows", 2)
-    floor.run("features", 2)
-    seconds = min(floor.run("rows", steps), floor.run("features", steps))
+    for variant in Floor.VARIANTS:
+        floor.run(variant, 2)
+    seconds = min(floor.run(variant, steps) for variant in Floor.VARIANTS)
     return steps * cfg.batch_size, seconds, None
 
 
-def measure_peak(n: int, repeats: int) -> float:
-    """GFLOP/s of the best of ``repeats`` (n x n) @ (n x n) float32 products."""
+def measure_peak(n: int, repeats: int) -> dict:
+    """GFLOP/s of the best of ``repeats`` (n x n) @ (n x n) float32 products, per library: torch.mm (MKL
+    here) and oneDNN, when this torch has it."""
+    from manual import gemm
     g = torch.Generator().manual_seed(0)
     a, b, c = torch.rand(n, n, generator=g), torch.rand(n, n, generator=g), torch.empty(n, n)
-    torch.mm(a, b, out=c)
-    best = math.inf
-    for _ in range(repeats):
-        started = time.perf_counter()
-        torch.mm(a, b, out=c)
-        best = min(best, time.perf_counter() - started)
-    return 2 * n ** 3 / best / 1e9
+    products = {"torch.mm": lambda: torch.mm(a, b, out=c)}
+    if gemm.onednn_available():
+        b_t = b.t().contiguous()
+        products["oneDNN"] = lambda: gemm._onednn(a, b_t)
+    out = {}
+    for name, product in products.items():
+        product()
+        best = math.inf
+        for _ in range(repeats):
+            started = time.perf_counter()
+            product()
+            best = min(best, time.perf_counter() - started)
+        out[name] = 2 * n ** 3 / best / 1e9
+    return out
 
 
 @torch.no_grad()
@@ -470,7 +495,7 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="train-speed-"))
     log_dir = tmp / "runs"
     raw: dict[int, dict[str, list]] = {bs: {c: [] for c in CONTENDERS} for bs in args.batch_sizes}
-    peaks: list[float] = []
+    peaks: list[dict] = []
     try:
         # Warm-up: imports, MKL's first call, Lightning's first Trainer; nothing here is recorded.
         for bs in args.batch_sizes:
@@ -505,7 +530,8 @@ def main(argv=None) -> int:
                      "peak_size": args.peak_size, "lr": {str(bs): lr_for(bs) for bs in args.batch_sizes},
                      "log_every": config_mod.Config().log_every,
                      "flops_per_sample": FLOPS_PER_SAMPLE},
-        "peak_gflops": summary(peaks),
+        "peak_gflops": {"best": summary([max(p.values()) for p in peaks]),
+                        **{lib: summary([p[lib] for p in peaks]) for lib in peaks[0]}},
         "results": results,
         "memory": memory,
         "wall_seconds": time.perf_counter() - started,
@@ -546,7 +572,8 @@ def analyse(raw, peaks, args) -> dict:
             "lightning/autograd": paired("lightning", "autograd"),
             "logging_cost": summary([1 - speed["manual"][i] / speed["manual-bare"][i] for i in reps]),
             "manual_gflops": summary(gflops),
-            "peak_share": summary([gflops[i] / peaks[i] for i in reps]),
+            "peak_share": summary([gflops[i] / max(peaks[i].values()) for i in reps]),
+            "ceiling": paired("floor", "autograd"),
             "check_loss": {n: v[-1] for n, v in losses.items()},
             "check_loss_spread": (max(final) - min(final)) if final else None,
         }
@@ -602,8 +629,9 @@ def markdown(report) -> str:
         "✓/✗ against the issue's target:",
         "",
         "| batch | manual / autograd | manual / Lightning | manual / floor | logging+bar cost "
-        "| manual GFLOP/s (share of peak) | Lightning / autograd | no-logging manual / autograd |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| manual GFLOP/s (share of peak) | Lightning / autograd | no-logging manual / autograd "
+        "| ceiling: floor / autograd |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for bs, r in report["results"].items():
         b = int(bs)
@@ -613,10 +641,12 @@ def markdown(report) -> str:
             f"| {fmt_range(r['manual/floor'], pct=True)}{mark(holds.get((b, 'manual/floor')))} "
             f"| {fmt_range(r['logging_cost'], pct=True)}{mark(holds.get((b, 'logging_cost')))} "
             f"| {r['manual_gflops']['median']:.1f} ({100 * r['peak_share']['median']:.0f}%) "
-            f"| {fmt_range(r['lightning/autograd'])} | {fmt_range(r['bare/autograd'])} |")
+            f"| {fmt_range(r['lightning/autograd'])} | {fmt_range(r['bare/autograd'])} "
+            f"| {fmt_range(r['ceiling'])} |")
     pk = report["peak_gflops"]
-    lines += ["", f"Float32 peak ({s['peak_size']}x{s['peak_size']} matmul): {fmt_range(pk, digits=0)} GFLOP/s. "
-              f"A step's five products are {s['flops_per_sample']:,} flops per sample."]
+    libs = ", ".join(f"{lib} {fmt_range(v, digits=0)}" for lib, v in pk.items() if lib != "best")
+    lines += ["", f"Float32 peak ({s['peak_size']}x{s['peak_size']} matmul, GFLOP/s): {libs}; the share of "
+              f"peak counts the faster. A step's five products are {s['flops_per_sample']:,} flops per sample."]
     spread = [r["check_loss_spread"] for r in report["results"].values() if r["check_loss_spread"] is not None]
     if spread:
         lines.append(f"Every contender ends on the same validation loss (largest spread {max(spread):.1e}).")

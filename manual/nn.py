@@ -15,6 +15,8 @@ from typing import Iterator
 
 import torch
 
+from . import gemm
+
 __all__ = [
     "Module", "Linear", "Sigmoid", "ReLU", "Tanh", "Softmax", "CrossEntropyLoss", "NLLLoss", "MLP",
     "ACTIVATIONS",
@@ -150,11 +152,9 @@ class Linear(Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (N, D_in) -> y = x W^T + b, (N, D_out)."""
         self.cache = x
-        # One matrix product with the bias added in the same call (addmm), computed transposed as
-        # y^T = W x^T + b: the same numbers, but the (D_out, N) layout is the one MKL's gemm writes fastest
-        # (a training step is 5-10% faster at N = 32-128; benchmarks/train_speed.py). .t() hands it back
-        # as (N, D_out) without copying.
-        return torch.addmm(self.bias.unsqueeze(1), self.weight, x.t()).t()
+        # One matrix product with the bias added in the same call; gemm.py picks the library (MKL or
+        # oneDNN) and the layout that compute it fastest for this shape.
+        return gemm.affine(x, self.weight, self.bias)
 
     def backward(self, dout: torch.Tensor, input_grad: bool = True,
                  sgd_lr: float | None = None) -> torch.Tensor | None:
@@ -165,19 +165,16 @@ class Linear(Module):
         gradient for its input, the data, and skipping it saves a matrix product as large as the forward.
 
         ``sgd_lr``: apply plain SGD here instead of filling ``.grad`` (which is then left as it was).
-        W <- W - lr dout^T x is one gemm that adds straight into W (addmm_ with alpha = -lr), so the
-        gradient is never written out and read back by a separate update; b <- b - lr sum_n dout likewise.
+        W <- W - lr dout^T x adds the product straight into W (with MKL inside the gemm itself, addmm_ with
+        alpha = -lr), so no separate optimiser pass reads the gradient back; b <- b - lr sum_n dout likewise.
         """
         x = self._cached()
-        dout_t = dout.t()                                            # (D_out, N)
-        # dx^T = W^T dout^T, transposed like the forward's output for the same reason; from W before any
-        # update.
-        dx = torch.mm(self.weight.t(), dout_t).t() if input_grad else None
+        dx = gemm.input_grad(dout, self.weight) if input_grad else None  # from W before any update
         if sgd_lr is None:
-            torch.mm(dout_t, x, out=_grad_buffer(self.weight))
+            gemm.weight_grad(dout, x, out=_grad_buffer(self.weight))
             torch.sum(dout, 0, out=_grad_buffer(self.bias))
         else:
-            self.weight.addmm_(dout_t, x, alpha=-sgd_lr)
+            gemm.add_weight_grad_(self.weight, dout, x, alpha=-sgd_lr)
             self.bias.add_(dout.sum(0), alpha=-sgd_lr)
         return dx
 

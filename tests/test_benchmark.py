@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONTENDERS = {"manual", "manual-bare", "autograd", "lightning", "floor"}
 BATCH_SIZES = ["1", "32", "128", "1024"]
 RATIOS = {"manual/autograd", "manual/lightning", "manual/floor", "bare/autograd", "bare/floor",
-          "lightning/autograd", "logging_cost", "manual_gflops", "peak_share"}
+          "lightning/autograd", "logging_cost", "manual_gflops", "peak_share", "ceiling"}
 
 
 def _is_summary(s) -> bool:
@@ -47,7 +47,9 @@ def test_quick_json_is_well_formed(quick_run):
     assert report["date"] and report["machine"]["cores"] >= 1 and report["machine"]["torch_threads"] >= 1
     assert report["settings"]["quick"] is True and report["settings"]["repeats"] >= 1
     assert report["memory"] is None          # --quick skips the child-process memory runs
-    assert _is_summary(report["peak_gflops"]) and report["peak_gflops"]["median"] > 0
+    peak = report["peak_gflops"]
+    assert "torch.mm" in peak and all(_is_summary(v) and v["median"] > 0 for v in peak.values())
+    assert peak["best"]["median"] >= peak["torch.mm"]["median"]
     assert sorted(report["results"], key=int) == BATCH_SIZES
     for bs, r in report["results"].items():
         assert r["steps"] >= 1, bs
