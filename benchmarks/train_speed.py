@@ -29,17 +29,29 @@ Results go to ``benchmarks/results/train_speed.{json,md}`` (``--quick``: ``train
 """
 from __future__ import annotations
 
+import os
+import sys
+
+# glibc's malloc, left to itself, sometimes hands freed blocks of a few hundred KB back to the kernel and
+# faults them in again on the next allocation, depending on the heap's history: the textbook loop, which
+# allocates its gradients anew every step, ran anywhere from 3,600 to 6,900 samples/s at batch size 1 (and
+# 56,000 to 89,000 at batch size 32) from one process to the next. Keeping freed memory lets every contender
+# run at its best, the baselines included; the manual loop allocates no gradient memory, but oneDNN returns
+# new tensors at large batch sizes. glibc reads these at start-up, so the script starts itself again with
+# them set. The peak-memory runs of train.py go without them, as users run it.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "8388608", "MALLOC_TRIM_THRESHOLD_": "268435456"}
+if __name__ == "__main__" and any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
+
 import argparse
 import contextlib
 import io
 import json
 import math
-import os
 import platform
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -150,7 +162,7 @@ def run_manual_bare(cfg, train, val, steps):
     batches = Batches(train, cfg.batch_size, shuffle=cfg.shuffle, seed=cfg.seed)
     batches.sampler.set_epoch(0)
     done = 0
-    with torch.no_grad():
+    with torch.inference_mode():  # as fit
         started = time.perf_counter()
         for x, y in batches:
             train_step(model, criterion, optimizer, x, y)
@@ -355,9 +367,10 @@ sys.exit(code)
 def peak_rss_mib(argv: list[str], log: Path) -> tuple[float, int]:
     """Run ``argv`` from the repository root; (its peak resident memory in MiB, exit code)."""
     report = log.with_suffix(".maxrss")
+    env = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV}  # memory as users run train.py
     with open(log, "w") as out:
         code = subprocess.run([sys.executable, "-c", LAUNCHER, str(report), *argv], cwd=ROOT, stdout=out,
-                              stderr=subprocess.STDOUT).returncode
+                              stderr=subprocess.STDOUT, env=env).returncode
     return int(report.read_text()) / 1024, code  # ru_maxrss is in KiB on Linux
 
 
@@ -455,7 +468,8 @@ def machine() -> dict:
     import lightning
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "lightning": lightning.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "load_average_start": list(os.getloadavg())}
+            "platform": platform.platform(), "load_average_start": list(os.getloadavg()),
+            "malloc_env": {k: os.environ.get(k) for k in MALLOC_ENV}}
 
 
 def run_round(bs, steps, contenders, log_dir, train, val) -> dict:
@@ -609,7 +623,9 @@ def markdown(report) -> str:
         f"lightning {m['lightning']}, Python {m['python']}; load average {m['load_average_start'][0]:.1f} at "
         f"the start, {m['load_average_end'][0]:.1f} at the end. Data: {report['data']}. Plain SGD, lr "
         + ", ".join(f"{lr:g} at batch {bs}" for bs, lr in s['lr'].items())
-        + f"; train.py logs every {s['log_every']} steps. "
+        + f"; train.py logs every {s['log_every']} steps. glibc malloc keeps freed memory ("
+        + " ".join(f"{k}={v}" for k, v in (m.get("malloc_env") or {}).items())
+        + "), so the baselines, which allocate their gradients every step, run at their best. "
         f"{s['repeats']} repeats, contenders alternated; each cell is the median [min-max] over repeats.",
         "",
         "Samples per second, over these steps per batch size: " + ", ".join(

@@ -175,7 +175,8 @@ class Linear(Module):
             torch.sum(dout, 0, out=_grad_buffer(self.bias))
         else:
             gemm.add_weight_grad_(self.weight, dout, x, alpha=-sgd_lr)
-            self.bias.add_(dout.sum(0), alpha=-sgd_lr)
+            # sum_n dout at N = 1 is the row itself: a view instead of a reduction (same value, exactly).
+            self.bias.add_(dout[0] if dout.shape[0] == 1 else dout.sum(0), alpha=-sgd_lr)
         return dx
 
     def __repr__(self) -> str:
@@ -285,7 +286,8 @@ class CrossEntropyLoss(Module):
         n = log_probs.shape[0]
         grad = log_probs.exp()                                      # softmax(o), (N, C)
         grad.scatter_(1, column, -1.0, reduce="add")                # minus onehot(c): row n, column c_n
-        return grad.mul_(dloss / n)
+        scale = dloss / n
+        return grad if isinstance(scale, float) and scale == 1.0 else grad.mul_(scale)  # x 1 changes no bit
 
     def __repr__(self) -> str:
         return "CrossEntropyLoss()"
