@@ -259,9 +259,9 @@ class Floor:
             for _ in range(steps):
                 h = gemm.affine(x, w1, b1)                  # forward
                 z = gemm.affine(h, w2, b2)
-                gemm.weight_grad(z, h, out=self.gw2)        # backward
-                dh = gemm.input_grad(z, w2)
-                gemm.weight_grad(dh, x, out=self.gw1)
+                gemm.weight_grad(z.t(), h, out=self.gw2)    # backward, z standing in for dz
+                dh = gemm.input_grad(z.t(), w2)
+                gemm.weight_grad(dh.t(), x, out=self.gw1)
             return time.perf_counter() - started
         h, z, dh = self.layouts[variant]
         started = time.perf_counter()

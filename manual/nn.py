@@ -119,6 +119,12 @@ class Module:
         return self.cache
 
 
+# The 1 of 1 - s, made once: a Python 1 is wrapped into a new tensor on every call, which costs more than the
+# subtraction at batch size 1. A 0-dim tensor takes the other operand's dtype and may sit on the CPU beside
+# a CUDA tensor, so the result is the same tensor, bit for bit.
+_ONE = torch.ones(())
+
+
 def _grad_buffer(p: torch.Tensor) -> torch.Tensor:
     """``p.grad``, allocated on first use; every backward then overwrites it in place (``out=``).
 
@@ -169,12 +175,13 @@ class Linear(Module):
         alpha = -lr), so no separate optimiser pass reads the gradient back; b <- b - lr sum_n dout likewise.
         """
         x = self._cached()
-        dx = gemm.input_grad(dout, self.weight) if input_grad else None  # from W before any update
+        dout_t = dout.t()                                                    # (D_out, N)
+        dx = gemm.input_grad(dout_t, self.weight) if input_grad else None  # from W before any update
         if sgd_lr is None:
-            gemm.weight_grad(dout, x, out=_grad_buffer(self.weight))
+            gemm.weight_grad(dout_t, x, out=_grad_buffer(self.weight))
             torch.sum(dout, 0, out=_grad_buffer(self.bias))
         else:
-            gemm.add_weight_grad_(self.weight, dout, x, alpha=-sgd_lr)
+            gemm.add_weight_grad_(self.weight, dout_t, x, alpha=-sgd_lr)
             # sum_n dout at N = 1 is the row itself: a view instead of a reduction (same value, exactly).
             self.bias.add_(dout[0] if dout.shape[0] == 1 else dout.sum(0), alpha=-sgd_lr)
         return dx
@@ -194,7 +201,7 @@ class Sigmoid(Module):
     def backward(self, dout: torch.Tensor) -> torch.Tensor:
         s = self._cached()
         # 1 - s is exact where s is near 1 (s - s*s would not be); then two products in place.
-        return (1 - s).mul_(s).mul_(dout)
+        return (_ONE - s).mul_(s).mul_(dout)
 
     def __repr__(self) -> str:
         return "Sigmoid()"
@@ -224,7 +231,7 @@ class Tanh(Module):
 
     def backward(self, dout: torch.Tensor) -> torch.Tensor:
         t = self._cached()
-        return (1 - t * t).mul_(dout)
+        return (_ONE - t * t).mul_(dout)
 
     def __repr__(self) -> str:
         return "Tanh()"
@@ -275,11 +282,14 @@ class CrossEntropyLoss(Module):
         # so no exp overflows. It runs on the (C, N) view: with the classes as the outer dimension its
         # kernel vectorises over the batch (3-10x faster for C = 10), and Linear's logits are stored that
         # way anyway.
-        log_probs = torch.log_softmax(logits.t(), dim=0).t()
+        n = logits.shape[0]
+        log_probs = (torch.log_softmax(logits, dim=1) if n == 1             # one row: the same memory
+                     else torch.log_softmax(logits.t(), dim=0).t())
         column = target.unsqueeze(1)                                # (N, 1): c_n, for gather and scatter
         self.cache = (log_probs, column)
         # -mean_n log_probs[n, c_n], as a sum divided by -N: cheaper than mean() then a negation, same bits.
-        return log_probs.gather(1, column).sum().div_(-logits.shape[0])
+        picked = log_probs.gather(1, column).sum()
+        return picked.neg_() if n == 1 else picked.div_(-n)  # -x / 1 == -x; neg_ skips wrapping the 1
 
     def backward(self, dloss: float | torch.Tensor = 1.0) -> torch.Tensor:
         log_probs, column = self._cached()

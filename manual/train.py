@@ -67,7 +67,12 @@ def train_step(model: MLP, criterion: CrossEntropyLoss, optimizer: SGD, x: torch
 
 
 def _first_bad(window: torch.Tensor, count: int, first_step: int, limit: float) -> int | None:
-    bad = first_diverged(window[:count], limit)
+    if count == 0:
+        return None
+    losses = window[:count]
+    if losses.max().item() <= limit:  # the usual answer in one reduction; a NaN fails the comparison
+        return None
+    bad = first_diverged(losses, limit)
     return None if bad is None else first_step + bad
 
 
@@ -97,20 +102,41 @@ def fit(cfg, train: Split, val: Split, run_dir, resume: dict | None = None) -> d
         loss_sum.fill_(resume["epoch_loss_sum"])
         seen = resume["epoch_seen"]
 
+    k = cfg.log_every
+    # This log window's step losses; windows start at multiples of k. One 0-dim view per slot: copy_ into
+    # a view costs half of window[i] = loss.
+    window = torch.zeros(k, dtype=train.x.dtype, device=device)
+    slots = window.unbind(0)
+    window_start = step - step % k
+    # The epoch's loss sum is added up window by window, not step by step: slots [summed, ...) of the window
+    # are not in loss_sum yet. A checkpoint keeps them, so a resumed run adds up the same numbers in the
+    # same groups as one never stopped, and logs the same bits.
+    summed = step - window_start
+    if resume is not None and "window_losses" in resume:
+        saved = resume["window_losses"]
+        window[:len(saved)] = torch.tensor(saved, dtype=window.dtype)
+        summed = resume["window_summed"]
+
+    def add_to_sum(hi: int, last_n: int) -> None:
+        """Add slots [summed, hi) to loss_sum, each weighted by its batch size: the full one, but the last
+        slot's, which is short at an epoch's end."""
+        if hi > summed:
+            full = hi if last_n == cfg.batch_size else hi - 1
+            if full > summed:
+                loss_sum.add_(window[summed:full].sum(), alpha=cfg.batch_size)
+            if full < hi:
+                loss_sum.add_(window[hi - 1], alpha=last_n)
+
     def save(epoch: int, metrics: dict) -> None:
         # At an epoch boundary the data state is the next epoch's start, however the last loop was left.
         data = batches.state_dict() if epoch == batches.sampler.epoch else {"epoch": epoch, "position": 0}
         atomic_save(portable_state(
             IMPL, cfg.to_dict(), model.state_dict(), optimizer=optimizer.state_dict(), step=step,
             epoch=epoch, data=data, epoch_loss_sum=loss_sum.item(), epoch_seen=seen,
+            window_losses=window[:step - window_start].tolist(), window_summed=summed,
             metrics=metrics), ckpt_file)
-
-    k = cfg.log_every
-    # This log window's step losses. Windows start at multiples of k, also after a resume mid-window: the
-    # slots before the resume point hold zeros (those losses were checked before the checkpoint was saved).
-    window = torch.zeros(k, dtype=train.x.dtype, device=device)
-    window_start = step - step % k
     metrics = dict(resume.get("metrics", {})) if resume else {}
+    max_steps = cfg.max_steps
     started = time.perf_counter()
     train_seconds = 0.0  # inside the step loops only: no setup, evaluation or checkpoints
     epoch = start_epoch
@@ -121,25 +147,25 @@ def fit(cfg, train: Split, val: Split, run_dir, resume: dict | None = None) -> d
                        desc=f"{IMPL} epoch {epoch + 1}/{cfg.epochs}", unit="sample", unit_scale=True,
                        mininterval=0.5, disable=not cfg.progress, leave=False, dynamic_ncols=True)
             loop_started = time.perf_counter()
+            n = cfg.batch_size
             for x, y in batches:
                 loss = train_step(model, criterion, optimizer, x, y)
 
+                slots[step - window_start].copy_(loss)  # a device-side copy: no sync
                 n = y.shape[0]
-                loss_sum.add_(loss, alpha=n)
                 seen += n
-                window[step - window_start] = loss  # a device-side copy: no sync
                 step += 1
                 bar.update(n)
                 if step % k == 0:  # Lightning's rule: log after steps k, 2k, ... at step index s - 1
-                    bad = _first_bad(window, step - window_start, window_start, limit)
+                    bad = _first_bad(window, k, window_start, limit)
                     if bad is not None:
                         raise diverged_error(bad, cfg, ckpt_file, limit)
+                    add_to_sum(k, n)
                     value = window[k - 1].item()
-                    writer.add("train/loss", value, step - 1)
-                    writer.add("epoch", epoch, step - 1)
+                    writer.add_all({"train/loss": value, "epoch": epoch}, step - 1)
                     bar.set_postfix(loss=f"{value:.4f}", refresh=False)
-                    window_start = step
-                if stop.requested or (cfg.max_steps and step >= cfg.max_steps):
+                    window_start, summed = step, 0
+                if stop.requested or (max_steps and step >= max_steps):
                     break
             train_seconds += time.perf_counter() - loop_started
             bar.close()
@@ -153,12 +179,12 @@ def fit(cfg, train: Split, val: Split, run_dir, resume: dict | None = None) -> d
                 raise Interrupted(stop.exit_code, f"stopped at step {step} (epoch {epoch + 1}); checkpoint "
                                   f"saved, continue with --resume {run_dir}")
             # The epoch's metrics, at its last step, as Lightning logs them.
+            add_to_sum(step - window_start, n)
+            summed = step - window_start
             train_loss = (loss_sum / max(seen, 1)).item()
             val_loss, val_acc = evaluate(model, val, cfg.eval_batch_size)
             metrics = {"train/loss_epoch": train_loss, "val/loss": val_loss, "val/acc": val_acc}
-            for tag, value in metrics.items():
-                writer.add(tag, value, step - 1)
-            writer.add("epoch", epoch, step - 1)
+            writer.add_all({**metrics, "epoch": epoch}, step - 1)
             writer.flush()
             if first_diverged(torch.tensor([val_loss]), limit) is not None:
                 raise diverged_error(step - 1, cfg, ckpt_file, limit, what="validation loss")

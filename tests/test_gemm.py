@@ -41,12 +41,13 @@ def test_products_match_float64(n, d_in, d_out):
     x, w, b, dout = _data(n, d_in, d_out)
     x64, w64, b64, dout64 = x.double(), w.double(), b.double(), dout.double()
     _close("affine", gemm.affine(x, w, b), x64 @ w64.T + b64)
-    _close("input_grad", gemm.input_grad(dout, w), dout64 @ w64)
+    dout_t = dout.t().contiguous()   # as a layer hands it over: feature-major
+    _close("input_grad", gemm.input_grad(dout_t, w), dout64 @ w64)
     out = torch.empty_like(w)
-    assert gemm.weight_grad(dout, x, out=out) is out
+    assert gemm.weight_grad(dout_t, x, out=out) is out
     _close("weight_grad", out, dout64.T @ x64)
     w2 = w.clone()
-    gemm.add_weight_grad_(w2, dout, x, alpha=-0.5)
+    gemm.add_weight_grad_(w2, dout_t, x, alpha=-0.5)
     _close("add_weight_grad_", w2, w64 - 0.5 * dout64.T @ x64)
 
 
