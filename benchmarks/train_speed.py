@@ -22,15 +22,31 @@ validation and checkpoints are outside the clock (``fit``'s ``train_seconds``; a
 reference). Contenders alternate, in an order rotated every repeat, so that a noisy machine slows them
 alike; ratios are taken within a repeat and reported as median [min-max]. floor / autograd is the ceiling:
 the largest manual/autograd any loop could reach here. The float32 peak of large square matrix products
-(torch.mm and oneDNN, the faster counted) is measured in every repeat, and the peak memory of ``train.py`` (each implementation) in
-child processes on MNIST-sized IDX files, against a process that only imports the framework.
+(torch.mm and oneDNN, the faster counted) is measured in every repeat, and the peak memory of ``train.py``
+(each implementation) in child processes on MNIST-sized IDX files, against a process that only imports
+the framework.
 
 Results go to ``benchmarks/results/train_speed.{json,md}`` (``--quick``: ``train_speed_quick.*``).
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
+import json
+import math
 import os
+import platform
+import shutil
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from unittest import mock
 
 # glibc's malloc, left to itself, sometimes hands freed blocks of a few hundred KB back to the kernel and
 # faults them in again on the next allocation, depending on the heap's history: the textbook loop, which
@@ -43,23 +59,7 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "8388608", "MALLOC_TRIM_THRESHOLD_": "26
 if __name__ == "__main__" and any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
 
-import argparse
-import contextlib
-import io
-import json
-import math
-import platform
-import shutil
-import statistics
-import subprocess
-import tempfile
-import time
-import warnings
-from datetime import datetime, timezone
-from pathlib import Path
-from unittest import mock
-
-import numpy as np
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:

@@ -17,9 +17,10 @@ from test_parity import run_parity
 ROOT = Path(__file__).resolve().parent.parent
 needs_onednn = pytest.mark.skipif(not gemm.onednn_available(), reason="oneDNN is not in this torch build")
 
-# (N, D_in, D_out): batch size 1 (matrix-vector products, rank-1 updates), below the threshold, the first layer of a 784-300-10 step at batch 64 / 1024, and the
-# last layer at batch 1024.
-SHAPES = [(1, 784, 300), (1, 300, 10), (5, 7, 3), (64, 784, 300), (1024, 784, 300), (1024, 300, 10)]
+# (N, D_in, D_out): batch size 1 (matrix-vector products, rank-1 updates), below the threshold, the first
+# layer of a 784-300-10 step at batch 64 / 1024, and the last layer at batch 1024.
+SHAPES = [(1, 784, 300), (1, 300, 10), (5, 7, 3), (64, 784, 300), (1024, 784, 300),
+          (1024, 300, 10)]
 
 
 def _data(n, d_in, d_out, seed=0):
