@@ -90,3 +90,20 @@ def test_environment_switch_turns_onednn_off():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "False"
+
+
+@needs_onednn
+def test_onednn_path_is_deterministic():
+    # Same seed, same batches: bit-identical weights, as the README promises for two runs of one config.
+    g = torch.Generator().manual_seed(4)
+    batches = [(torch.rand(64, 784, generator=g), torch.randint(0, 10, (64,), generator=g)) for _ in range(20)]
+    results = []
+    for _ in range(2):
+        net, crit = manual.MLP([784, 300, 10], generator=torch.Generator().manual_seed(0)), manual.CrossEntropyLoss()
+        with torch.inference_mode():
+            for x, y in batches:
+                crit.forward(net.forward(x), y)
+                net.backward(crit.backward(), input_grad=False, sgd_lr=0.5)
+        results.append([p.clone() for p in net.parameters()])
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
