@@ -158,8 +158,8 @@ class Linear(Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (N, D_in) -> y = x W^T + b, (N, D_out)."""
         self.cache = x
-        # One matrix product with the bias added in the same call; gemm.py picks the library (MKL or
-        # oneDNN) and the layout that compute it fastest for this shape.
+        # One matrix product with the bias added; gemm.py picks the library (MKL or oneDNN) that computes
+        # it fastest for this shape, and the layout.
         return gemm.affine(x, self.weight, self.bias)
 
     def backward(self, dout: torch.Tensor, input_grad: bool = True,

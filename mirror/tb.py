@@ -36,7 +36,7 @@ class ScalarWriter:
 
     Scalars are handed to the writer in groups of :attr:`BATCH` records, and at every ``flush``/``close``.
     The writer's thread checksums each record in pure Python; woken for every record, it took the GIL from
-    the training loop often enough to cost ~3 us per step at batch size 1, logging every 50 steps (5%);
+    the training loop often enough to cost ~3 us per step at batch size 1, logging every 50 steps (4-5%);
     woken once per group, a fraction of that. Records reach the event file in the order they were added.
     """
 
@@ -49,9 +49,6 @@ class ScalarWriter:
         write_hparams_yaml(run_dir, config)
         write_hparams_summary(self.writer, config)
         self._pending: list = []
-
-    def add(self, tag: str, value: float, step: int) -> None:
-        self.add_all({tag: value}, step)
 
     def add_all(self, values: dict[str, float], step: int) -> None:
         """Several scalars at one step, as one record: what add_scalar writes per tag (a simple_value each)."""
