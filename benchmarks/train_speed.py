@@ -1,6 +1,6 @@
 """How fast the hand-written loop trains, against autograd and Lightning, all in one process.
 
-    python benchmarks/train_speed.py           # the full run: about 5 minutes on 2 idle cores
+    python benchmarks/train_speed.py           # the full run: about 3 minutes on 2 idle cores
     python benchmarks/train_speed.py --quick   # under a minute: every contender, a few steps each
 
 Every contender trains the same 784-300-10 sigmoid network with plain SGD (the config's default learning
