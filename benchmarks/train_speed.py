@@ -2,6 +2,7 @@
 
     python benchmarks/train_speed.py           # the full run: about 3 minutes on 2 idle cores
     python benchmarks/train_speed.py --quick   # under a minute: every contender, a few steps each
+    python benchmarks/train_speed.py --render benchmarks/results/train_speed.json   # the .md again, no timing
 
 Every contender trains the same 784-300-10 sigmoid network with plain SGD (the config's default learning
 rate; 0.1 at batch size 1, as configs/mnist_per_instance.yaml, where the default would diverge) on
@@ -27,6 +28,8 @@ the largest manual/autograd any loop could reach here. The float32 peak of large
 the framework.
 
 Results go to ``benchmarks/results/train_speed.{json,md}`` (``--quick``: ``train_speed_quick.*``).
+A run whose contenders' speeds vary more than 1.15x over the repeats is reported as unsteady, naming
+which: the machine changed speed during it, and a median may mix two speeds.
 """
 from __future__ import annotations
 
@@ -81,6 +84,11 @@ CONTENDERS = ("manual", "manual-bare", "autograd", "lightning", "floor")
 # The issue's targets: batch size -> (manual/autograd, manual/Lightning, manual/floor or None), medians.
 TARGETS = {1: (2.5, 6.0, None), 32: (2.0, 4.0, None), 128: (1.3, 2.0, 0.9), 1024: (1.15, 1.5, 0.9)}
 LOGGING_COST_MAX = 0.10
+# A contender whose speed over the repeats varies more than this (max / min) says the machine itself changed
+# speed during the run: the run is then reported as unsteady, with where.
+STEADY_MAX = 1.15
+LABELS = {"manual": "the manual loop (train.py)", "manual-bare": "the manual loop without logging",
+          "autograd": "the textbook loop", "lightning": "Lightning (train.py)", "floor": "the floor"}
 MEMORY_FACTOR_MAX = 1.5
 N_TRAIN, N_VAL = 60_000, 1_000
 LR_BATCH_1 = 0.1  # configs/mnist_per_instance.yaml
@@ -437,6 +445,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, help="torch.set_num_threads for every contender (default: torch's)")
     p.add_argument("--mnist-root", help="folder holding MNIST/raw (default: $MNIST_ROOT, ../shared/mnist-mini)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="results folder")
+    p.add_argument("--render", type=Path, metavar="JSON",
+                   help="measure nothing: write the Markdown for a results JSON beside it (after a format change)")
     args = p.parse_args(argv)
     if args.repeats is None:
         args.repeats = 2 if args.quick else 9
@@ -494,8 +504,31 @@ def run_round(bs, steps, contenders, log_dir, train, val) -> dict:
     return out
 
 
+def render(path: Path) -> int:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        print(f"error: cannot read {path} ({e.strerror}); give the path of a train_speed*.json a run wrote",
+              file=sys.stderr)
+        return 2
+    try:
+        report = json.loads(text)
+        md = markdown(report)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        print(f"error: {path} is not a results JSON of this script ({type(e).__name__}: {e}); give the "
+              "train_speed*.json a run wrote", file=sys.stderr)
+        return 2
+    out = path.with_suffix(".md")
+    out.write_text(md)
+    print(md)
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.render:
+        return render(args.render)
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -551,6 +584,7 @@ def main(argv=None) -> int:
         "wall_seconds": time.perf_counter() - started,
     }
     report["targets"] = targets(report)
+    report["steadiness"] = steadiness(report["results"])
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "train_speed_quick" if args.quick else "train_speed"
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -592,6 +626,30 @@ def analyse(raw, peaks, args) -> dict:
             "check_loss_spread": (max(final) - min(final)) if final else None,
         }
     return results
+
+
+def steadiness(results: dict) -> dict:
+    """The contender and batch size whose speed varied most over the repeats, as max / min. Every contender
+    does the same work in every repeat, so a large spread is the machine changing speed, not the code."""
+    worst = {"max_over_min": 1.0, "batch": None, "contender": None, "min": None, "max": None}
+    for bs, r in results.items():
+        for name, sp in r["samples_per_s"].items():
+            spread = sp["max"] / sp["min"]
+            if spread > worst["max_over_min"]:
+                worst = {"max_over_min": spread, "batch": int(bs), "contender": name,
+                         "min": sp["min"], "max": sp["max"]}
+    return {**worst, "limit": STEADY_MAX, "steady": worst["max_over_min"] <= STEADY_MAX}
+
+
+def steadiness_line(st: dict) -> str:
+    if st["steady"]:
+        return (f"Steady run: every contender's speed stayed within {st['max_over_min']:.2f}x (max / min) over "
+                "the repeats.")
+    return (f"**Unsteady run**: {LABELS.get(st['contender'], st['contender'])} at batch {st['batch']} ran "
+            f"{st['min']:,.0f}-{st['max']:,.0f} samples/s over the repeats ({st['max_over_min']:.2f}x, more "
+            f"than {st['limit']:.2f}x) doing the same work each time: the machine changed speed during the run, "
+            "so a median can mix two speeds. Ratios are paired within each repeat; every repeat's numbers are "
+            "in the JSON. Re-run on a quiet machine to confirm.")
 
 
 def targets(report) -> list[dict]:
@@ -659,6 +717,7 @@ def markdown(report) -> str:
             f"| {r['manual_gflops']['median']:.1f} ({100 * r['peak_share']['median']:.0f}%) "
             f"| {fmt_range(r['lightning/autograd'])} | {fmt_range(r['bare/autograd'])} "
             f"| {fmt_range(r['ceiling'])} |")
+    lines += ["", steadiness_line(report.get("steadiness") or steadiness(report["results"]))]
     pk = report["peak_gflops"]
     libs = ", ".join(f"{lib} {fmt_range(v, digits=0)}" for lib, v in pk.items() if lib != "best")
     lines += ["", f"Float32 peak ({s['peak_size']}x{s['peak_size']} matmul, GFLOP/s): {libs}; the share of "

@@ -5,8 +5,10 @@ benchmark itself alternates its contenders in one process; its full run is what 
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +67,9 @@ def test_quick_json_is_well_formed(quick_run):
     metrics = {(t["batch"], t["metric"]) for t in report["targets"]}
     assert (1, "manual/autograd") in metrics and (1024, "manual/floor") in metrics
     assert all(isinstance(t["holds"], bool) for t in report["targets"])
+    st = report["steadiness"]
+    assert st["max_over_min"] >= 1.0 and isinstance(st["steady"], bool)
+    assert st["steady"] == (st["max_over_min"] <= st["limit"])
 
 
 def test_quick_markdown_has_both_tables(quick_run):
@@ -80,3 +85,53 @@ def test_quick_markdown_has_both_tables(quick_run):
         for row, header in zip(rows, headers):   # one speed row, then one ratio row, each as wide as its header
             assert row.count("|") == header.count("|"), (row, header)
     assert "Peak memory: not measured" in md
+
+
+def test_render_rewrites_the_markdown_a_run_wrote(quick_run, tmp_path):
+    out, _ = quick_run
+    shutil.copy(out / "train_speed_quick.json", tmp_path / "r.json")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_speed.py"), "--render",
+                           str(tmp_path / "r.json")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "r.md").read_text() == (out / "train_speed_quick.md").read_text()
+
+
+@pytest.mark.parametrize("content", [None, "{}", "not json"])
+def test_render_refuses_what_is_not_a_results_json(tmp_path, content):
+    path = tmp_path / "r.json"
+    if content is not None:
+        path.write_text(content)
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_speed.py"), "--render", str(path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(path) in lines[0], proc.stderr
+    assert not (tmp_path / "r.md").exists()
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location("train_speed", ROOT / "benchmarks" / "train_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _results(speeds: dict[str, dict[str, list[float]]]) -> dict:
+    return {bs: {"samples_per_s": {name: {"median": sorted(v)[len(v) // 2], "min": min(v), "max": max(v),
+                                          "values": v} for name, v in by_name.items()}}
+            for bs, by_name in speeds.items()}
+
+
+def test_steadiness_names_the_contender_that_varied_most():
+    ts = _bench_module()
+    steady = ts.steadiness(_results({"32": {"manual": [100.0, 105.0, 102.0], "floor": [200.0, 210.0, 205.0]}}))
+    assert steady["steady"] and steady["max_over_min"] == pytest.approx(1.05)
+    assert ts.steadiness_line(steady).startswith("Steady run")
+    # One repeat where the machine ran at two thirds of its speed: the run is unsteady, and says where.
+    shaky = ts.steadiness(_results({"32": {"manual": [100.0, 101.0, 102.0]},
+                                    "1024": {"autograd": [90.0, 60.0, 91.0], "floor": [300.0, 310.0, 305.0]}}))
+    assert not shaky["steady"]
+    assert (shaky["batch"], shaky["contender"]) == (1024, "autograd")
+    assert shaky["max_over_min"] == pytest.approx(91 / 60)
+    line = ts.steadiness_line(shaky)
+    assert line.startswith("**Unsteady run**") and "the textbook loop at batch 1024" in line and "60-91" in line
