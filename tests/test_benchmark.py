@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -109,8 +110,8 @@ def test_render_refuses_what_is_not_a_results_json(tmp_path, content):
     assert not (tmp_path / "r.md").exists()
 
 
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("train_speed", ROOT / "benchmarks" / "train_speed.py")
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -123,7 +124,7 @@ def _results(speeds: dict[str, dict[str, list[float]]]) -> dict:
 
 
 def test_steadiness_names_the_contender_that_varied_most():
-    ts = _bench_module()
+    ts = _load("train_speed")
     steady = ts.steadiness(_results({"32": {"manual": [100.0, 105.0, 102.0], "floor": [200.0, 210.0, 205.0]}}))
     assert steady["steady"] and steady["max_over_min"] == pytest.approx(1.05)
     assert ts.steadiness_line(steady).startswith("Steady run")
@@ -135,3 +136,40 @@ def test_steadiness_names_the_contender_that_varied_most():
     assert shaky["max_over_min"] == pytest.approx(91 / 60)
     line = ts.steadiness_line(shaky)
     assert line.startswith("**Unsteady run**") and "the textbook loop at batch 1024" in line and "60-91" in line
+
+
+def _run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_step_profile_reports_every_phase_and_the_call_cost():
+    proc = _run_script("step_profile.py", "--batch-sizes", "1", "64", "--steps", "30")
+    assert proc.returncode == 0, proc.stderr
+    phases = list(_load("step_profile").PHASES)
+    for bs in (1, 64):
+        block = proc.stdout.split(f"batch {bs} (30 steps): ")[1].split("\n\n")[0].splitlines()
+        total = float(block[0].split(" us")[0].replace(",", ""))
+        rows = {line[:26].strip(): float(line[26:].split()[0].replace(",", "")) for line in block[1:]}
+        assert list(rows) == phases, block
+        assert all(v > 0 for v in rows.values()) and sum(rows.values()) == pytest.approx(total, rel=0.01)
+    assert "one call, 2 x 3 product: torch.mm" in proc.stdout
+
+
+def test_step_profile_refuses_a_nonpositive_batch_size():
+    proc = _run_script("step_profile.py", "--batch-sizes", "0")
+    assert proc.returncode == 2 and "must be positive" in proc.stderr
+
+
+def test_threads_trace_prints_a_line_per_round_for_each_thread_count():
+    proc = _run_script("threads_trace.py", "--seconds", "0.01", "--scale", "0.01")
+    assert proc.returncode == 0, proc.stderr
+    rounds = [line for line in proc.stdout.splitlines() if line.strip().endswith(tuple("0123456789"))
+              and "thread" in line and "ratio" in line]
+    assert len(rounds) >= 1
+    for line in rounds:
+        pairs = re.findall(r"bs(\d+) manual +([\d.]+)k autograd +([\d.]+)k ratio ([\d.]+)", line)
+        assert [bs for bs, *_ in pairs][:2] == ["1", "32"], line
+        for _, m, a, r in pairs:
+            assert float(m) > 0 and float(a) > 0
+            assert float(r) == pytest.approx(float(m) / float(a), rel=0.05)

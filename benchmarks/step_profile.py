@@ -1,0 +1,113 @@
+"""Where one step of the manual loop goes: microseconds per phase, at each batch size.
+
+    python benchmarks/step_profile.py                  # batch sizes 1, 32, 128, 1024
+    python benchmarks/step_profile.py --batch-sizes 32 --steps 2000
+
+Each phase of ``manual.train.train_step`` (the gather of a shuffled batch included) is timed on its own, over
+many steps on MNIST-shaped data, the network trained with plain SGD as ``train.py`` does it. The per-phase
+clock adds about a microsecond per phase, so the total is a little above a real step. The last line is the
+fixed cost of one oneDNN call (a 2 x 3 product) against ``torch.mm``'s, which is why small products stay
+on ``torch.mm`` (``manual/gemm.py``).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from manual import gemm  # noqa: E402
+from manual.nn import MLP, CrossEntropyLoss  # noqa: E402
+
+PHASES = ("gather", "layer 1 forward", "sigmoid", "layer 2 forward", "loss", "loss backward",
+          "layer 2 backward + SGD", "sigmoid backward", "layer 1 backward + SGD")
+
+
+@torch.inference_mode()
+def profile(batch_size: int, steps: int, warmup: int = 20, lr: float = 0.01) -> dict[str, float]:
+    """Mean seconds per step of each phase."""
+    g = torch.Generator().manual_seed(0)
+    data = torch.rand(60_000, 784, generator=g)
+    labels = torch.randint(0, 10, (60_000,), generator=g)
+    model = MLP([784, 300, 10], generator=g)
+    criterion = CrossEntropyLoss()
+    (l1, l2), act = model.layers, model.activations[0]
+    totals = dict.fromkeys(PHASES, 0.0)
+    clock = time.perf_counter
+    for step in range(warmup + steps):
+        idx = torch.randint(0, 60_000, (batch_size,), generator=g)
+        t = [clock()]
+        if batch_size == 1:  # as Batches does: a view, no gather
+            i = int(idx[0])
+            x, y = data[i:i + 1], labels[i:i + 1]
+        else:
+            x, y = data.index_select(0, idx), labels.index_select(0, idx)
+        t.append(clock())
+        z = l1.forward(x)
+        t.append(clock())
+        h = act.forward(z)
+        t.append(clock())
+        logits = l2.forward(h)
+        t.append(clock())
+        criterion.forward(logits, y)
+        t.append(clock())
+        dlogits = criterion.backward()
+        t.append(clock())
+        dh = l2.backward(dlogits, sgd_lr=lr)
+        t.append(clock())
+        dz = act.backward(dh)
+        t.append(clock())
+        l1.backward(dz, input_grad=False, sgd_lr=lr)
+        t.append(clock())
+        if step >= warmup:
+            for name, a, b in zip(PHASES, t, t[1:]):
+                totals[name] += b - a
+    return {name: total / steps for name, total in totals.items()}
+
+
+def call_cost(repeats: int = 2000) -> tuple[float, float | None]:
+    """Seconds per call of a 2 x 3 product on torch.mm and, where available, on oneDNN."""
+    a, b = torch.rand(2, 3), torch.rand(4, 3)
+
+    def per_call(fn):
+        best = float("inf")
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            best = min(best, (time.perf_counter() - started) / repeats)
+        return best
+
+    mm = per_call(lambda: torch.mm(a, b.t()))
+    onednn = per_call(lambda: gemm._onednn(a, b)) if gemm.onednn_available() else None
+    return mm, onednn
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32, 128, 1024])
+    p.add_argument("--steps", type=int, help="steps timed per batch size (default: 60,000 samples' worth, "
+                   "at least 50 and at most 20,000)")
+    args = p.parse_args(argv)
+    if any(bs < 1 for bs in args.batch_sizes) or (args.steps is not None and args.steps < 1):
+        p.error("batch sizes and --steps must be positive")
+    print(f"step_profile: torch {torch.__version__}, {torch.get_num_threads()} threads; microseconds per step")
+    for bs in args.batch_sizes:
+        steps = args.steps or min(20_000, max(50, 60_000 // bs))
+        phases = profile(bs, steps)
+        total = sum(phases.values())
+        print(f"\nbatch {bs} ({steps} steps): {total * 1e6:,.1f} us a step")
+        for name, seconds in phases.items():
+            print(f"  {name:<24} {seconds * 1e6:9.1f}  {100 * seconds / total:5.1f}%")
+    mm, onednn = call_cost()
+    print(f"\none call, 2 x 3 product: torch.mm {mm * 1e6:.1f} us" +
+          (f", oneDNN {onednn * 1e6:.1f} us" if onednn is not None else ", oneDNN not available"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
