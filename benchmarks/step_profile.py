@@ -4,10 +4,10 @@
     python benchmarks/step_profile.py --batch-sizes 32 --steps 2000
 
 Each phase of ``manual.train.train_step`` (the gather of a shuffled batch included) is timed on its own, over
-many steps on MNIST-shaped data, the network trained with plain SGD as ``train.py`` does it. The per-phase
-clock adds about a microsecond per phase, so the total is a little above a real step. The last line is the
-fixed cost of one oneDNN call (a 2 x 3 product) against ``torch.mm``'s, which is why small products stay
-on ``torch.mm`` (``manual/gemm.py``).
+many steps on MNIST-shaped data, the network trained with plain SGD as ``train.py`` does it. Reading the
+clock between phases adds a fraction of a microsecond each, so the total is a little above a real step.
+The last line is the fixed cost of one oneDNN call (a 2 x 3 product) against ``torch.mm``'s, which is why
+small products stay on ``torch.mm`` (``manual/gemm.py``).
 """
 from __future__ import annotations
 

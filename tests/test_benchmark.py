@@ -23,6 +23,11 @@ RATIOS = {"manual/autograd", "manual/lightning", "manual/floor", "bare/autograd"
           "lightning/autograd", "logging_cost", "manual_gflops", "peak_share", "ceiling"}
 
 
+def _run_script(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def _is_summary(s) -> bool:
     return (isinstance(s, dict) and {"median", "min", "max", "values"} <= set(s)
             and all(math.isfinite(v) for v in s["values"]) and s["min"] <= s["median"] <= s["max"])
@@ -31,8 +36,7 @@ def _is_summary(s) -> bool:
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_speed.py"), "--quick", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = _run_script("train_speed.py", "--quick", "--out", str(out), timeout=600)
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return out, proc
 
@@ -91,8 +95,7 @@ def test_quick_markdown_has_both_tables(quick_run):
 def test_render_rewrites_the_markdown_a_run_wrote(quick_run, tmp_path):
     out, _ = quick_run
     shutil.copy(out / "train_speed_quick.json", tmp_path / "r.json")
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_speed.py"), "--render",
-                           str(tmp_path / "r.json")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = _run_script("train_speed.py", "--render", str(tmp_path / "r.json"))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "r.md").read_text() == (out / "train_speed_quick.md").read_text()
 
@@ -102,8 +105,7 @@ def test_render_refuses_what_is_not_a_results_json(tmp_path, content):
     path = tmp_path / "r.json"
     if content is not None:
         path.write_text(content)
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_speed.py"), "--render", str(path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = _run_script("train_speed.py", "--render", str(path))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(path) in lines[0], proc.stderr
@@ -138,10 +140,6 @@ def test_steadiness_names_the_contender_that_varied_most():
     assert line.startswith("**Unsteady run**") and "the textbook loop at batch 1024" in line and "60-91" in line
 
 
-def _run_script(name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-
 
 def test_step_profile_reports_every_phase_and_the_call_cost():
     proc = _run_script("step_profile.py", "--batch-sizes", "1", "64", "--steps", "30")
@@ -167,9 +165,12 @@ def test_threads_trace_prints_a_line_per_round_for_each_thread_count():
     rounds = [line for line in proc.stdout.splitlines() if line.strip().endswith(tuple("0123456789"))
               and "thread" in line and "ratio" in line]
     assert len(rounds) >= 1
+    two_counts = "threads_trace: torch's default is 1 threads" not in proc.stdout
     for line in rounds:
         pairs = re.findall(r"bs(\d+) manual +([\d.]+)k autograd +([\d.]+)k ratio ([\d.]+)", line)
-        assert [bs for bs, *_ in pairs][:2] == ["1", "32"], line
+        # batch 1 and 32, on torch's thread count and then on one thread
+        assert [bs for bs, *_ in pairs] == ["1", "32"] * (2 if two_counts else 1), line
+        assert line.split("s  ", 1)[1].count("1 thread :") == 1, line
         for _, m, a, r in pairs:
             assert float(m) > 0 and float(a) > 0
             assert float(r) == pytest.approx(float(m) / float(a), rel=0.05)
