@@ -717,7 +717,8 @@ def markdown(report) -> str:
             f"| {r['manual_gflops']['median']:.1f} ({100 * r['peak_share']['median']:.0f}%) "
             f"| {fmt_range(r['lightning/autograd'])} | {fmt_range(r['bare/autograd'])} "
             f"| {fmt_range(r['ceiling'])} |")
-    lines += ["", steadiness_line(report.get("steadiness") or steadiness(report["results"]))]
+    # Derived from the per-repeat speeds, so an older results JSON (--render) gets the line too.
+    lines += ["", steadiness_line(steadiness(report["results"]))]
     pk = report["peak_gflops"]
     libs = ", ".join(f"{lib} {fmt_range(v, digits=0)}" for lib, v in pk.items() if lib != "best")
     lines += ["", f"Float32 peak ({s['peak_size']}x{s['peak_size']} matmul, GFLOP/s): {libs}; the share of "

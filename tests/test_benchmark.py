@@ -119,19 +119,18 @@ def _load(name: str):
     return module
 
 
-def _results(speeds: dict[str, dict[str, list[float]]]) -> dict:
-    return {bs: {"samples_per_s": {name: {"median": sorted(v)[len(v) // 2], "min": min(v), "max": max(v),
-                                          "values": v} for name, v in by_name.items()}}
+def _results(ts, speeds: dict[str, dict[str, list[float]]]) -> dict:
+    return {bs: {"samples_per_s": {name: ts.summary(v) for name, v in by_name.items()}}
             for bs, by_name in speeds.items()}
 
 
 def test_steadiness_names_the_contender_that_varied_most():
     ts = _load("train_speed")
-    steady = ts.steadiness(_results({"32": {"manual": [100.0, 105.0, 102.0], "floor": [200.0, 210.0, 205.0]}}))
+    steady = ts.steadiness(_results(ts, {"32": {"manual": [100.0, 105.0, 102.0], "floor": [200.0, 210.0, 205.0]}}))
     assert steady["steady"] and steady["max_over_min"] == pytest.approx(1.05)
     assert ts.steadiness_line(steady).startswith("Steady run")
     # One repeat where the machine ran at two thirds of its speed: the run is unsteady, and says where.
-    shaky = ts.steadiness(_results({"32": {"manual": [100.0, 101.0, 102.0]},
+    shaky = ts.steadiness(_results(ts, {"32": {"manual": [100.0, 101.0, 102.0]},
                                     "1024": {"autograd": [90.0, 60.0, 91.0], "floor": [300.0, 310.0, 305.0]}}))
     assert not shaky["steady"]
     assert (shaky["batch"], shaky["contender"]) == (1024, "autograd")
