@@ -139,7 +139,6 @@ def test_steadiness_names_the_contender_that_varied_most():
     assert line.startswith("**Unsteady run**") and "the textbook loop at batch 1024" in line and "60-91" in line
 
 
-
 def test_step_profile_reports_every_phase_and_the_call_cost():
     proc = _run_script("step_profile.py", "--batch-sizes", "1", "64", "--steps", "30")
     assert proc.returncode == 0, proc.stderr
