@@ -40,6 +40,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -466,17 +467,38 @@ def steps_for(batch_size: int, args) -> int:
     return min(steps, args.max_steps) if args.max_steps else steps
 
 
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
+def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
+    """The processor as /proc/cpuinfo names it, with its x86 family and model. The host may call every
+    generation "AMD EPYC": oneDNN's float32 peak was 421 GFLOP/s in the README's run and 191 on a family 25
+    (Zen 4) host, both reported as "AMD EPYC", and only these fields tell such runs apart."""
+    info = {"cpu": platform.processor() or platform.machine(), "cpu_family": None, "cpu_model": None}
+    keys = {"model name": "cpu", "cpu family": "cpu_family", "model": "cpu_model"}
+    seen_processor = False
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key == "processor":
+                if seen_processor:
+                    break  # the first processor's fields are enough
+                seen_processor = True
+            elif key in keys and value:
+                info[keys[key]] = value
     except OSError:
         pass
+    return info
+
+
+def gemm_libraries() -> dict:
+    """What decides the products' speed besides the processor: the vector width ATen dispatches to and the
+    oneDNN release inside this torch build (None where the build does not say)."""
+    match = re.search(r"(?:MKL-DNN|oneDNN) v([0-9][0-9.]*)", torch.__config__.show())
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn": match.group(1) if match else None}
+
+
+def machine() -> dict:
     import lightning
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    return {**cpu_info(), **gemm_libraries(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "lightning": lightning.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "load_average_start": list(os.getloadavg()),
             "malloc_env": {k: os.environ.get(k) for k in MALLOC_ENV}}
@@ -536,7 +558,7 @@ def main(argv=None) -> int:
     train, val, data_source = make_data(root)
     info = machine()
     say = print
-    say(f"train_speed: {info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['torch_threads']} "
+    say(f"train_speed: {describe_cpu(info)}, {info['cores']} cores, torch {info['torch']} ({info['torch_threads']} "
         f"threads), lightning {info['lightning']}; data: {data_source}", flush=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="train-speed-"))
@@ -671,13 +693,25 @@ def targets(report) -> list[dict]:
     return rows
 
 
+def describe_cpu(m: dict) -> str:
+    """'AMD EPYC (family 25, model 17; AVX512, oneDNN 3.12.0)'; a JSON from before these fields were kept
+    gives the name alone."""
+    details = []
+    if m.get("cpu_family") is not None:
+        details.append(f"family {m['cpu_family']}" + (f", model {m['cpu_model']}" if m.get("cpu_model") else ""))
+    libs = [v for v in (m.get("cpu_capability"), m.get("onednn") and f"oneDNN {m['onednn']}") if v]
+    if libs:
+        details.append(", ".join(libs))
+    return m["cpu"] + (f" ({'; '.join(details)})" if details else "")
+
+
 def markdown(report) -> str:
     m, s = report["machine"], report["settings"]
     holds = {(t["batch"], t["metric"]): t["holds"] for t in report["targets"]}
     lines = [
         f"`{report['command']}` — {report['date']}",
         "",
-        f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} on CPU with {m['torch_threads']} threads, "
+        f"Machine: {describe_cpu(m)}, {m['cores']} cores, torch {m['torch']} on CPU with {m['torch_threads']} threads, "
         f"lightning {m['lightning']}, Python {m['python']}; load average {m['load_average_start'][0]:.1f} at "
         f"the start, {m['load_average_end'][0]:.1f} at the end. Data: {report['data']}. Plain SGD, lr "
         + ", ".join(f"{lr:g} at batch {bs}" for bs, lr in s['lr'].items())

@@ -52,6 +52,9 @@ def test_quick_json_is_well_formed(quick_run):
     report = json.loads((out / "train_speed_quick.json").read_text())
     assert report["command"].startswith("python benchmarks/train_speed.py --quick")
     assert report["date"] and report["machine"]["cores"] >= 1 and report["machine"]["torch_threads"] >= 1
+    # Enough to tell two hosts apart that share a model name; the family is None off x86 only.
+    assert {"cpu", "cpu_family", "cpu_model", "cpu_capability", "onednn"} <= set(report["machine"])
+    assert report["machine"]["cpu_capability"]
     assert report["settings"]["quick"] is True and report["settings"]["repeats"] >= 1
     assert report["memory"] is None          # --quick skips the child-process memory runs
     peak = report["peak_gflops"]
@@ -90,6 +93,8 @@ def test_quick_markdown_has_both_tables(quick_run):
         for row, header in zip(rows, headers):   # one speed row, then one ratio row, each as wide as its header
             assert row.count("|") == header.count("|"), (row, header)
     assert "Peak memory: not measured" in md
+    report = json.loads((out / "train_speed_quick.json").read_text())
+    assert f"Machine: {_load('train_speed').describe_cpu(report['machine'])}, " in md
 
 
 def test_render_rewrites_the_markdown_a_run_wrote(quick_run, tmp_path):
@@ -137,6 +142,49 @@ def test_steadiness_names_the_contender_that_varied_most():
     assert shaky["max_over_min"] == pytest.approx(91 / 60)
     line = ts.steadiness_line(shaky)
     assert line.startswith("**Unsteady run**") and "the textbook loop at batch 1024" in line and "60-91" in line
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: AMD EPYC
+flags\t\t: fpu avx2
+
+processor\t: 1
+cpu family\t: 26
+model\t\t: 2
+model name\t: Another CPU
+"""
+
+
+def test_cpu_info_takes_the_first_processors_name_family_and_model(tmp_path):
+    ts = _load("train_speed")
+    (tmp_path / "cpuinfo").write_text(CPUINFO)
+    assert ts.cpu_info(tmp_path / "cpuinfo") == {"cpu": "AMD EPYC", "cpu_family": "25", "cpu_model": "17"}
+    # No family line (an Arm host): the name alone. No file at all: platform's name for the processor.
+    (tmp_path / "arm").write_text("processor\t: 0\nmodel name\t: Neoverse\n\nprocessor\t: 1\nmodel name\t: Other\n")
+    assert ts.cpu_info(tmp_path / "arm") == {"cpu": "Neoverse", "cpu_family": None, "cpu_model": None}
+    missing = ts.cpu_info(tmp_path / "absent")
+    assert missing["cpu_family"] is None and missing["cpu"]
+
+
+def test_describe_cpu_names_family_model_and_libraries_and_reads_old_jsons():
+    ts = _load("train_speed")
+    m = {"cpu": "AMD EPYC", "cpu_family": "25", "cpu_model": "17", "cpu_capability": "AVX512", "onednn": "3.12.0"}
+    assert ts.describe_cpu(m) == "AMD EPYC (family 25, model 17; AVX512, oneDNN 3.12.0)"
+    assert ts.describe_cpu({**m, "cpu_family": None, "cpu_model": None, "onednn": None}) == "AMD EPYC (AVX512)"
+    assert ts.describe_cpu({"cpu": "AMD EPYC"}) == "AMD EPYC"  # a JSON written before these fields
+
+
+def test_committed_results_render_as_committed(tmp_path):
+    """The README's table comes from this JSON: rendering it again must give the committed Markdown."""
+    results = ROOT / "benchmarks" / "results"
+    for json_path in [results / "train_speed.json", *sorted((results / "other-runs").glob("*.json"))]:
+        shutil.copy(json_path, tmp_path / "r.json")
+        proc = _run_script("train_speed.py", "--render", str(tmp_path / "r.json"))
+        assert proc.returncode == 0, proc.stderr
+        assert (tmp_path / "r.md").read_text() == json_path.with_suffix(".md").read_text(), json_path.name
 
 
 def test_step_profile_reports_every_phase_and_the_call_cost():
