@@ -97,12 +97,17 @@ def test_quick_markdown_has_both_tables(quick_run):
     assert f"Machine: {_load('train_speed').describe_cpu(report['machine'])}, " in md
 
 
-def test_render_rewrites_the_markdown_a_run_wrote(quick_run, tmp_path):
-    out, _ = quick_run
-    shutil.copy(out / "train_speed_quick.json", tmp_path / "r.json")
+def _rendered(json_path: Path, tmp_path: Path) -> str:
+    """The Markdown ``--render`` writes for a copy of ``json_path``."""
+    shutil.copy(json_path, tmp_path / "r.json")
     proc = _run_script("train_speed.py", "--render", str(tmp_path / "r.json"))
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "r.md").read_text() == (out / "train_speed_quick.md").read_text()
+    return (tmp_path / "r.md").read_text()
+
+
+def test_render_rewrites_the_markdown_a_run_wrote(quick_run, tmp_path):
+    out, _ = quick_run
+    assert _rendered(out / "train_speed_quick.json", tmp_path) == (out / "train_speed_quick.md").read_text()
 
 
 @pytest.mark.parametrize("content", [None, "{}", "not json"])
@@ -181,10 +186,7 @@ def test_committed_results_render_as_committed(tmp_path):
     """The README's table comes from this JSON: rendering it again must give the committed Markdown."""
     results = ROOT / "benchmarks" / "results"
     for json_path in [results / "train_speed.json", *sorted((results / "other-runs").glob("*.json"))]:
-        shutil.copy(json_path, tmp_path / "r.json")
-        proc = _run_script("train_speed.py", "--render", str(tmp_path / "r.json"))
-        assert proc.returncode == 0, proc.stderr
-        assert (tmp_path / "r.md").read_text() == json_path.with_suffix(".md").read_text(), json_path.name
+        assert _rendered(json_path, tmp_path) == json_path.with_suffix(".md").read_text(), json_path.name
 
 
 def test_step_profile_reports_every_phase_and_the_call_cost():
