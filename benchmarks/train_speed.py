@@ -469,7 +469,7 @@ def steps_for(batch_size: int, args) -> int:
 
 def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
     """The processor as /proc/cpuinfo names it, with its x86 family and model. The host may call every
-    generation "AMD EPYC": oneDNN's float32 peak was 421 GFLOP/s in the README's run and 191 on a family 25
+    generation "AMD EPYC": oneDNN's float32 peak was 421 GFLOP/s in the README's run and 188 on a family 25
     (Zen 4) host, both reported as "AMD EPYC", and only these fields tell such runs apart."""
     info = {"cpu": platform.processor() or platform.machine(), "cpu_family": None, "cpu_model": None}
     keys = {"model name": "cpu", "cpu family": "cpu_family", "model": "cpu_model"}
