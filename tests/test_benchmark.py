@@ -200,6 +200,10 @@ def test_step_profile_reports_every_phase_and_the_call_cost():
         assert list(rows) == phases, block
         assert all(v > 0 for v in rows.values()) and sum(rows.values()) == pytest.approx(total, rel=0.01)
     assert "one call, 2 x 3 product: torch.mm" in proc.stdout
+    rank1 = proc.stdout.split("batch 1, first layer (300 x 784), median us a call: ")[1].splitlines()[0]
+    calls = dict(item.rsplit(" ", 1) for item in rank1.split(", "))
+    assert list(calls) == ["addmv", "addmm_", "addr_", "addmv + addmm_", "addmv + addr_"], rank1
+    assert all(float(us) > 0 for us in calls.values()), rank1
 
 
 def test_step_profile_refuses_a_nonpositive_batch_size():
@@ -220,5 +224,8 @@ def test_threads_trace_prints_a_line_per_round_for_each_thread_count():
         assert [bs for bs, *_ in pairs] == ["1", "32"] * (2 if two_counts else 1), line
         assert line.split("s  ", 1)[1].count("1 thread :") == 1, line
         for _, m, a, r in pairs:
-            assert float(m) > 0 and float(a) > 0
-            assert float(r) == pytest.approx(float(m) / float(a), rel=0.05)
+            m, a, r = float(m), float(a), float(r)
+            assert m > 0 and a > 0
+            # The speeds are printed to 0.05k and the ratio to 0.005: at ~1k samples/s (batch 1 on a loaded
+            # machine) the speeds' rounding alone moves their quotient by 5%.
+            assert (m - 0.05) / (a + 0.05) - 0.005 <= r <= (m + 0.05) / max(a - 0.05, 1e-9) + 0.005, line
