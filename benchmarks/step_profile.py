@@ -6,12 +6,14 @@
 Each phase of ``manual.train.train_step`` (the gather of a shuffled batch included) is timed on its own, over
 many steps on MNIST-shaped data, the network trained with plain SGD as ``train.py`` does it. Reading the
 clock between phases adds a fraction of a microsecond each, so the total is a little above a real step.
-The last line is the fixed cost of one oneDNN call (a 2 x 3 product) against ``torch.mm``'s, which is why
-small products stay on ``torch.mm`` (``manual/gemm.py``).
+Then come the fixed cost of one oneDNN call (a 2 x 3 product) against ``torch.mm``'s, which is why
+small products stay on ``torch.mm``, and the first layer's calls at batch size 1, which show why its weight
+update is ``addmm_`` and not ``addr_`` (both in ``manual/gemm.py``).
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -87,6 +89,36 @@ def call_cost(repeats: int = 2000) -> tuple[float, float | None]:
     return mm, onednn
 
 
+def rank1_cost(rounds: int = 5, repeats: int = 1000) -> dict[str, float]:
+    """Median seconds of the first layer's batch-1 calls: the forward's ``addmv``, each rank-1 update
+    (``addmm_``, which the loop uses, and ``addr_``) alone and after the forward, as a step runs them.
+
+    Alone, ``addr_`` spreads over the threads and can win; after ``addmv`` it must first fetch the weights
+    from the core that read them, so the pair is what counts (``manual/gemm.py``, ``add_weight_grad_``).
+    """
+    g = torch.Generator().manual_seed(0)
+    w, x, b = torch.randn(300, 784, generator=g), torch.randn(784, generator=g), torch.randn(300, generator=g)
+    d = torch.randn(300, 1, generator=g) * 1e-3
+    calls = {
+        "addmv": lambda: torch.addmv(b, w, x),
+        "addmm_": lambda: w.addmm_(d, x.unsqueeze(0), alpha=-0.1),
+        "addr_": lambda: w.addr_(d[:, 0], x, alpha=-0.1),
+    }
+    calls["addmv + addmm_"] = lambda: (calls["addmv"](), calls["addmm_"]())
+    calls["addmv + addr_"] = lambda: (calls["addmv"](), calls["addr_"]())
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    with torch.inference_mode():
+        for _ in range(rounds):  # alternated, so that a change in the machine's speed hits all alike
+            for name, fn in calls.items():
+                for _ in range(repeats // 10):
+                    fn()
+                started = time.perf_counter()
+                for _ in range(repeats):
+                    fn()
+                times[name].append((time.perf_counter() - started) / repeats)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32, 128, 1024])
@@ -106,6 +138,9 @@ def main(argv=None) -> int:
     mm, onednn = call_cost()
     print(f"\none call, 2 x 3 product: torch.mm {mm * 1e6:.1f} us" +
           (f", oneDNN {onednn * 1e6:.1f} us" if onednn is not None else ", oneDNN not available"))
+    rank1 = rank1_cost()
+    print("batch 1, first layer (300 x 784), median us a call: " +
+          ", ".join(f"{name} {seconds * 1e6:.1f}" for name, seconds in rank1.items()))
     return 0
 
 

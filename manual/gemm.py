@@ -23,8 +23,6 @@ import torch
 # products from batch 500.
 MIN_MACS = 1_500_000
 MIN_INNER = 24
-# Smallest weight for which a rank-1 update (batch size 1) is faster with addr_ than with addmm_.
-ADDR_MIN_NUMEL = 65_536
 
 
 def _find_onednn():
@@ -100,9 +98,9 @@ def add_weight_grad_(weight: torch.Tensor, dout_t: torch.Tensor, x: torch.Tensor
     """weight += alpha dout^T x, in place: plain SGD's update with alpha = -lr."""
     if uses_onednn(dout_t, dout_t.shape[0], x.shape[1], x.shape[0]):
         return weight.add_(_onednn(dout_t, x.t()), alpha=alpha)
-    if x.shape[0] == 1 and weight.numel() >= ADDR_MIN_NUMEL:
-        # Per-instance SGD: a rank-1 update, which torch's addr_ spreads over the threads (11 us for the
-        # first layer here against 19.5 us for the one-column addmm_).
-        return weight.addr_(dout_t[:, 0], x[0], alpha=alpha)
     # MKL accumulates into W within the product itself (beta = 1): the gradient is never written out.
+    # At batch size 1 this is a rank-1 update on one thread, the thread whose addmv read W in the forward.
+    # torch's addr_ can be faster alone, on two threads, but then the other core writes half of W and the
+    # next addmv fetches that half back: the first layer's addmv then addr_ took 76-351 us on a 2-core
+    # Zen 4, addmv then addmm_ 43-48 us (benchmarks/step_profile.py prints both).
     return weight.addmm_(dout_t, x, alpha=alpha)
