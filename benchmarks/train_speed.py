@@ -74,6 +74,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from mirror import config as config_mod  # noqa: E402
+from mirror.cpu import cpu_info  # noqa: E402
 from mirror.data import Batches, Split, load_mnist_split  # noqa: E402
 from mirror.runs import new_run_dir  # noqa: E402
 
@@ -241,12 +242,14 @@ def run_lightning(cfg, train, val):
 
 
 class Floor:
-    """The five matrix products of one step with fixed inputs, in three variants: activations stored (N, D)
-    with ``torch.addmm``/``mm`` as nn.Linear does, (D, N) with the same calls, and the manual loop's own
-    kernels (``manual.gemm``: oneDNN for the large products where it is available, torch.mm otherwise).
-    The fastest variant is the floor."""
+    """The five matrix products of one step with fixed inputs, in four variants: activations stored (N, D)
+    with ``torch.addmm``/``mm`` as nn.Linear does, (D, N) with the same calls, the manual loop's own kernels
+    (``manual.gemm``: oneDNN for the large products where it is available and pays on this processor,
+    torch.mm otherwise), and those kernels with oneDNN for the large products at every batch size, so that
+    the floor keeps oneDNN's products where ``manual.gemm`` leaves small batches to MKL. The fastest variant
+    is the floor."""
 
-    VARIANTS = ("rows", "features", "manual-kernels")
+    VARIANTS = ("rows", "features", "manual-kernels", "onednn-kernels")
 
     def __init__(self, batch_size: int) -> None:
         g = torch.Generator().manual_seed(0)
@@ -262,16 +265,18 @@ class Floor:
 
     def run(self, variant: str, steps: int) -> float:
         x, w1, b1, w2, b2 = self.x, self.w1, self.b1, self.w2, self.b2
-        if variant == "manual-kernels":
+        if variant in ("manual-kernels", "onednn-kernels"):
             from manual import gemm
-            started = time.perf_counter()
-            for _ in range(steps):
-                h = gemm.affine(x, w1, b1)                  # forward
-                z = gemm.affine(h, w2, b2)
-                gemm.weight_grad(z.t(), h, out=self.gw2)    # backward, z standing in for dz
-                dh = gemm.input_grad(z.t(), w2)
-                gemm.weight_grad(dh.t(), x, out=self.gw1)
-            return time.perf_counter() - started
+            min_batch = gemm.MIN_BATCH if variant == "manual-kernels" else 1
+            with mock.patch.object(gemm, "MIN_BATCH", min_batch):
+                started = time.perf_counter()
+                for _ in range(steps):
+                    h = gemm.affine(x, w1, b1)                  # forward
+                    z = gemm.affine(h, w2, b2)
+                    gemm.weight_grad(z.t(), h, out=self.gw2)    # backward, z standing in for dz
+                    dh = gemm.input_grad(z.t(), w2)
+                    gemm.weight_grad(dh.t(), x, out=self.gw1)
+                return time.perf_counter() - started
         h, z, dh = self.layouts[variant]
         started = time.perf_counter()
         for _ in range(steps):
@@ -284,10 +289,13 @@ class Floor:
 
 
 def run_floor(cfg, train, val, steps):
+    from manual import gemm
     floor = Floor(cfg.batch_size)
-    for variant in Floor.VARIANTS:
+    variants = [v for v in Floor.VARIANTS  # the last is the third again where oneDNN goes from batch 1
+                if v != "onednn-kernels" or (gemm.MIN_BATCH > 1 and gemm.onednn_available())]
+    for variant in variants:
         floor.run(variant, 2)
-    seconds = min(floor.run(variant, steps) for variant in Floor.VARIANTS)
+    seconds = min(floor.run(variant, steps) for variant in variants)
     return steps * cfg.batch_size, seconds, None
 
 
@@ -465,27 +473,6 @@ def parse_args(argv=None):
 def steps_for(batch_size: int, args) -> int:
     steps = -(-N_TRAIN // batch_size) if batch_size > 1 else args.slice
     return min(steps, args.max_steps) if args.max_steps else steps
-
-
-def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
-    """The processor as /proc/cpuinfo names it, with its x86 family and model. The host may call every
-    generation "AMD EPYC": oneDNN's float32 peak was 421 GFLOP/s in the README's run and 188 on a family 25
-    (Zen 4) host, both reported as "AMD EPYC", and only these fields tell such runs apart."""
-    info = {"cpu": platform.processor() or platform.machine(), "cpu_family": None, "cpu_model": None}
-    keys = {"model name": "cpu", "cpu family": "cpu_family", "model": "cpu_model"}
-    seen_processor = False
-    try:
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = (part.strip() for part in line.partition(":"))
-            if key == "processor":
-                if seen_processor:
-                    break  # the first processor's fields are enough
-                seen_processor = True
-            elif key in keys and value:
-                info[keys[key]] = value
-    except OSError:
-        pass
-    return info
 
 
 def gemm_libraries() -> dict:

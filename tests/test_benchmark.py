@@ -149,31 +149,6 @@ def test_steadiness_names_the_contender_that_varied_most():
     assert line.startswith("**Unsteady run**") and "the textbook loop at batch 1024" in line and "60-91" in line
 
 
-CPUINFO = """processor\t: 0
-vendor_id\t: AuthenticAMD
-cpu family\t: 25
-model\t\t: 17
-model name\t: AMD EPYC
-flags\t\t: fpu avx2
-
-processor\t: 1
-cpu family\t: 26
-model\t\t: 2
-model name\t: Another CPU
-"""
-
-
-def test_cpu_info_takes_the_first_processors_name_family_and_model(tmp_path):
-    ts = _load("train_speed")
-    (tmp_path / "cpuinfo").write_text(CPUINFO)
-    assert ts.cpu_info(tmp_path / "cpuinfo") == {"cpu": "AMD EPYC", "cpu_family": "25", "cpu_model": "17"}
-    # No family line (an Arm host): the name alone. No file at all: platform's name for the processor.
-    (tmp_path / "arm").write_text("processor\t: 0\nmodel name\t: Neoverse\n\nprocessor\t: 1\nmodel name\t: Other\n")
-    assert ts.cpu_info(tmp_path / "arm") == {"cpu": "Neoverse", "cpu_family": None, "cpu_model": None}
-    missing = ts.cpu_info(tmp_path / "absent")
-    assert missing["cpu_family"] is None and missing["cpu"]
-
-
 def test_describe_cpu_names_family_model_and_libraries_and_reads_old_jsons():
     ts = _load("train_speed")
     m = {"cpu": "AMD EPYC", "cpu_family": "25", "cpu_model": "17", "cpu_capability": "AVX512", "onednn": "3.12.0"}

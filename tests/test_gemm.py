@@ -12,6 +12,7 @@ import torch
 
 import manual
 from manual import gemm
+from mirror.cpu import cpu_info
 from test_parity import run_parity
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,8 +38,11 @@ def _close(name, got, want64):
     assert err <= 1e-5 * scale, f"{name}: max error {err:.3g} against scale {scale:.3g}"
 
 
+@pytest.mark.parametrize("min_batch", [1, 10**9], ids=["onednn-from-batch-1", "mkl-only"])
 @pytest.mark.parametrize("n,d_in,d_out", SHAPES, ids=str)
-def test_products_match_float64(n, d_in, d_out):
+def test_products_match_float64(n, d_in, d_out, min_batch, monkeypatch):
+    # Both routings on any machine: oneDNN wherever its thresholds allow, as on a Zen 5, and never.
+    monkeypatch.setattr(gemm, "MIN_BATCH", min_batch)
     x, w, b, dout = _data(n, d_in, d_out)
     x64, w64, b64, dout64 = x.double(), w.double(), b.double(), dout.double()
     _close("affine", gemm.affine(x, w, b), x64 @ w64.T + b64)
@@ -53,13 +57,54 @@ def test_products_match_float64(n, d_in, d_out):
 
 
 @needs_onednn
-def test_threshold_routes_large_float32_cpu_products_only():
+def test_threshold_routes_large_float32_cpu_products_only(monkeypatch):
+    monkeypatch.setattr(gemm, "MIN_BATCH", 1)  # as on a Zen 5
     f32, f64 = torch.empty(0), torch.empty(0, dtype=torch.float64)
-    assert gemm.uses_onednn(f32, 300, 1024, 784)          # the first layer's forward at batch 1024
-    assert gemm.uses_onednn(f32, 300, 784, 64)            # its weight gradient at batch 64
-    assert not gemm.uses_onednn(f32, 300, 784, 16)        # inner dimension too short
-    assert not gemm.uses_onednn(f32, 300, 1, 784)         # batch size 1: setup would cost more
-    assert not gemm.uses_onednn(f64, 300, 1024, 784)      # oneDNN has no float64 gemm
+    assert gemm.uses_onednn(f32, 300, 1024, 784, batch=1024)    # the first layer's forward at batch 1024
+    assert gemm.uses_onednn(f32, 300, 784, 64, batch=64)        # its weight gradient at batch 64
+    assert not gemm.uses_onednn(f32, 300, 784, 16, batch=16)    # inner dimension too short
+    assert not gemm.uses_onednn(f32, 300, 1, 784, batch=1)      # batch size 1: setup would cost more
+    assert not gemm.uses_onednn(f64, 300, 1024, 784, batch=1024)  # oneDNN has no float64 gemm
+    monkeypatch.setattr(gemm, "MIN_BATCH", 256)  # as on a Zen 4
+    assert not gemm.uses_onednn(f32, 300, 784, 128, batch=128)
+    assert gemm.uses_onednn(f32, 300, 256, 784, batch=256)
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: AMD EPYC
+flags\t\t: fpu avx2
+
+processor\t: 1
+cpu family\t: 26
+model\t\t: 2
+model name\t: Another CPU
+"""
+
+
+def test_cpu_info_takes_the_first_processors_name_vendor_family_and_model(tmp_path):
+    (tmp_path / "cpuinfo").write_text(CPUINFO)
+    assert cpu_info(tmp_path / "cpuinfo") == {"cpu": "AMD EPYC", "cpu_vendor": "AuthenticAMD", "cpu_family": "25",
+                                              "cpu_model": "17"}
+    # No family line (an Arm host): the name alone. No file at all: platform's name for the processor.
+    (tmp_path / "arm").write_text("processor\t: 0\nmodel name\t: Neoverse\n\nprocessor\t: 1\nmodel name\t: Other\n")
+    assert cpu_info(tmp_path / "arm") == {"cpu": "Neoverse", "cpu_vendor": None, "cpu_family": None,
+                                          "cpu_model": None}
+    missing = cpu_info(tmp_path / "absent")
+    assert missing["cpu_family"] is None and missing["cpu"]
+
+
+def test_min_batch_leaves_small_batches_to_mkl_on_amd_family_25_only(tmp_path):
+    (tmp_path / "zen4").write_text(CPUINFO)
+    (tmp_path / "zen5").write_text(CPUINFO.replace("family\t: 25", "family\t: 26", 1))
+    (tmp_path / "intel").write_text(CPUINFO.replace("AuthenticAMD", "GenuineIntel").replace(": 25", ": 6", 1))
+    assert gemm.min_batch(cpu_info(tmp_path / "zen4")) == 256
+    assert gemm.min_batch(cpu_info(tmp_path / "zen5")) == 1
+    assert gemm.min_batch(cpu_info(tmp_path / "intel")) == 1
+    assert gemm.min_batch(cpu_info(tmp_path / "absent")) == 1
+    assert gemm.MIN_BATCH == gemm.min_batch(cpu_info())  # this machine's, as the module decided at import
 
 
 @needs_onednn
@@ -93,7 +138,8 @@ def test_environment_switch_turns_onednn_off():
 
 
 @needs_onednn
-def test_onednn_path_is_deterministic():
+def test_onednn_path_is_deterministic(monkeypatch):
+    monkeypatch.setattr(gemm, "MIN_BATCH", 1)  # batch 64 on oneDNN, on a Zen 4 too
     # Same seed, same batches: bit-identical weights, as the README promises for two runs of one config.
     g = torch.Generator().manual_seed(4)
     batches = [(torch.rand(64, 784, generator=g), torch.randint(0, 10, (64,), generator=g)) for _ in range(20)]
