@@ -6,6 +6,11 @@
 Each phase of ``manual.train.train_step`` (the gather of a shuffled batch included) is timed on its own, over
 many steps on MNIST-shaped data, the network trained with plain SGD as ``train.py`` does it. Reading the
 clock between phases adds a fraction of a microsecond each, so the total is a little above a real step.
+After each batch size's phases comes what the gather alone costs against the floor of
+``benchmarks/train_speed.py``: the step's five matrix products on fixed inputs, and the same products on a
+batch gathered afresh from a shuffled 60,000 x 784 set each step, alternated in rounds, with the manual
+loop's kernels. A loop on those kernels that draws shuffled batches does all the second does and more, so
+the second's share of the first's speed is the most manual/floor such a loop can reach.
 Then come the fixed cost of one oneDNN call (a 2 x 3 product) against ``torch.mm``'s, which is why
 small products stay on ``torch.mm``, and the first layer's calls at batch size 1, which show why its weight
 update is ``addmm_`` and not ``addr_`` (both in ``manual/gemm.py``).
@@ -71,6 +76,43 @@ def profile(batch_size: int, steps: int, warmup: int = 20, lr: float = 0.01) -> 
     return {name: total / steps for name, total in totals.items()}
 
 
+def gather_cost(batch_size: int, steps: int, rounds: int = 9) -> tuple[float, float, float]:
+    """Median seconds per step of the five products on fixed inputs and on a freshly gathered shuffled
+    batch, and the median over rounds of their ratio (fixed / gathered), each round running both."""
+    g = torch.Generator().manual_seed(0)
+    data = torch.rand(60_000, 784, generator=g)
+    x = torch.rand(batch_size, 784, generator=g)
+    w1, b1 = torch.rand(300, 784, generator=g), torch.rand(300, generator=g)
+    w2, b2 = torch.rand(10, 300, generator=g), torch.rand(10, generator=g)
+    gw1, gw2 = torch.empty(300, 784), torch.empty(10, 300)
+    batches = -(-60_000 // batch_size)
+
+    def products(gather: bool, order: torch.Tensor) -> float:
+        inputs = x
+        started = time.perf_counter()
+        for step in range(steps):
+            if gather:  # as Batches does it; wrapping around once the epoch's rows run out
+                b = step % batches
+                inputs = data.index_select(0, order[b * batch_size:(b + 1) * batch_size])
+            # train_speed.py's Floor, its manual-kernels variant: forward two, backward three (z stands in for dz).
+            h = gemm.affine(inputs, w1, b1)
+            z = gemm.affine(h, w2, b2)
+            gemm.weight_grad(z.t(), h, out=gw2)
+            dh = gemm.input_grad(z.t(), w2)
+            gemm.weight_grad(dh.t(), inputs, out=gw1)
+        return (time.perf_counter() - started) / steps
+
+    fixed, gathered = [], []
+    with torch.inference_mode():
+        products(True, torch.randperm(60_000, generator=g))  # warm-up: oneDNN's primitives, the pages
+        for _ in range(rounds):
+            order = torch.randperm(60_000, generator=g)
+            fixed.append(products(False, order))
+            gathered.append(products(True, order))
+    ratio = statistics.median(f / t for f, t in zip(fixed, gathered))
+    return statistics.median(fixed), statistics.median(gathered), ratio
+
+
 def call_cost(repeats: int = 2000) -> tuple[float, float | None]:
     """Seconds per call of a 2 x 3 product on torch.mm and, where available, on oneDNN."""
     a, b = torch.rand(2, 3), torch.rand(4, 3)
@@ -124,9 +166,11 @@ def main(argv=None) -> int:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32, 128, 1024])
     p.add_argument("--steps", type=int, help="steps timed per batch size (default: 60,000 samples' worth, "
                    "at least 50 and at most 20,000)")
+    p.add_argument("--rounds", type=int, default=9, help="alternated rounds of the gather's cost (default 9)")
     args = p.parse_args(argv)
-    if any(bs < 1 for bs in args.batch_sizes) or (args.steps is not None and args.steps < 1):
-        p.error("batch sizes and --steps must be positive")
+    if any(bs < 1 for bs in args.batch_sizes) or (args.steps is not None and args.steps < 1) \
+            or args.rounds < 1:
+        p.error("batch sizes, --steps and --rounds must be positive")
     print(f"step_profile: torch {torch.__version__}, {torch.get_num_threads()} threads; microseconds per step")
     for bs in args.batch_sizes:
         steps = args.steps or min(20_000, max(50, 60_000 // bs))
@@ -135,6 +179,11 @@ def main(argv=None) -> int:
         print(f"\nbatch {bs} ({steps} steps): {total * 1e6:,.1f} us a step")
         for name, seconds in phases.items():
             print(f"  {name:<24} {seconds * 1e6:9.1f}  {100 * seconds / total:5.1f}%")
+        if bs > 1:  # at batch size 1 Batches hands out views, nothing is gathered
+            fixed, gathered, ratio = gather_cost(bs, steps, args.rounds)
+            print(f"  the five products alone: {fixed * 1e6:,.1f} us a step on fixed inputs, "
+                  f"{gathered * 1e6:,.1f} us with a shuffled batch gathered each step: "
+                  f"{100 * ratio:.0f}% of the speed (median of {args.rounds} rounds)")
     mm, onednn = call_cost()
     print(f"\none call, 2 x 3 product: torch.mm {mm * 1e6:.1f} us" +
           (f", oneDNN {onednn * 1e6:.1f} us" if onednn is not None else ", oneDNN not available"))

@@ -165,12 +165,23 @@ def test_committed_results_render_as_committed(tmp_path):
 
 
 def test_step_profile_reports_every_phase_and_the_call_cost():
-    proc = _run_script("step_profile.py", "--batch-sizes", "1", "64", "--steps", "30")
+    proc = _run_script("step_profile.py", "--batch-sizes", "1", "64", "--steps", "30", "--rounds", "3")
     assert proc.returncode == 0, proc.stderr
     phases = list(_load("step_profile").PHASES)
     for bs in (1, 64):
         block = proc.stdout.split(f"batch {bs} (30 steps): ")[1].split("\n\n")[0].splitlines()
         total = float(block[0].split(" us")[0].replace(",", ""))
+        bound = [line for line in block if line.startswith("  the five products alone: ")]
+        # Only a gathered batch has a gather to weigh: batch size 1 takes views.
+        assert len(bound) == (bs > 1), block
+        if bound:
+            m = re.fullmatch(r"  the five products alone: ([\d,.]+) us a step on fixed inputs, ([\d,.]+) us with a "
+                             r"shuffled batch gathered each step: (\d+)% of the speed \(median of 3 rounds\)",
+                             bound[0])
+            assert m, bound[0]
+            fixed, gathered = (float(m.group(i).replace(",", "")) for i in (1, 2))
+            assert fixed > 0 and gathered > 0 and int(m.group(3)) > 0
+            block.remove(bound[0])
         rows = {line[:26].strip(): float(line[26:].split()[0].replace(",", "")) for line in block[1:]}
         assert list(rows) == phases, block
         assert all(v > 0 for v in rows.values()) and sum(rows.values()) == pytest.approx(total, rel=0.01)
@@ -183,6 +194,8 @@ def test_step_profile_reports_every_phase_and_the_call_cost():
 
 def test_step_profile_refuses_a_nonpositive_batch_size():
     proc = _run_script("step_profile.py", "--batch-sizes", "0")
+    assert proc.returncode == 2 and "must be positive" in proc.stderr
+    proc = _run_script("step_profile.py", "--rounds", "0")
     assert proc.returncode == 2 and "must be positive" in proc.stderr
 
 
