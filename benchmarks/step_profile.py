@@ -18,17 +18,25 @@ update is ``addmm_`` and not ``addr_`` (both in ``manual/gemm.py``).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent
+sys.path[:0] = [str(ROOT.parent), str(ROOT)]
 
 import torch  # noqa: E402
 
+import train_speed as ts  # noqa: E402
 from manual import gemm  # noqa: E402
 from manual.nn import MLP, CrossEntropyLoss  # noqa: E402
+
+# The malloc settings train_speed.py times under, so these phases add up to its steps: without them a
+# gathered batch above glibc's threshold comes from a fresh mmap each step and faults its pages in.
+if __name__ == "__main__" and any(os.environ.get(k) != v for k, v in ts.MALLOC_ENV.items()):
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **ts.MALLOC_ENV})
 
 PHASES = ("gather", "layer 1 forward", "sigmoid", "layer 2 forward", "loss", "loss backward",
           "layer 2 backward + SGD", "sigmoid backward", "layer 1 backward + SGD")
