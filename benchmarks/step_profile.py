@@ -113,10 +113,10 @@ def gather_cost(batch_size: int, steps: int, rounds: int = 9) -> tuple[float, fl
     fixed, gathered = [], []
     with torch.inference_mode():
         products(True, torch.randperm(60_000, generator=g))  # warm-up: oneDNN's primitives, the pages
-        for _ in range(rounds):
+        for r in range(rounds):
             order = torch.randperm(60_000, generator=g)
-            fixed.append(products(False, order))
-            gathered.append(products(True, order))
+            for gather in (r % 2 == 1, r % 2 == 0):  # each goes first in every other round
+                (gathered if gather else fixed).append(products(gather, order))
     ratio = statistics.median(f / t for f, t in zip(fixed, gathered))
     return statistics.median(fixed), statistics.median(gathered), ratio
 
