@@ -42,12 +42,17 @@ PHASES = ("gather", "layer 1 forward", "sigmoid", "layer 2 forward", "loss", "lo
           "layer 2 backward + SGD", "sigmoid backward", "layer 1 backward + SGD")
 
 
+def mnist_shaped(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """60,000 random 784-pixel images and their labels: made once, shared by every batch size."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(60_000, 784, generator=g), torch.randint(0, 10, (60_000,), generator=g)
+
+
 @torch.inference_mode()
-def profile(batch_size: int, steps: int, warmup: int = 20, lr: float = 0.01) -> dict[str, float]:
+def profile(batch_size: int, steps: int, data: torch.Tensor, labels: torch.Tensor, warmup: int = 20,
+            lr: float = 0.01) -> dict[str, float]:
     """Mean seconds per step of each phase."""
     g = torch.Generator().manual_seed(0)
-    data = torch.rand(60_000, 784, generator=g)
-    labels = torch.randint(0, 10, (60_000,), generator=g)
     model = MLP([784, 300, 10], generator=g)
     criterion = CrossEntropyLoss()
     (l1, l2), act = model.layers, model.activations[0]
@@ -84,37 +89,37 @@ def profile(batch_size: int, steps: int, warmup: int = 20, lr: float = 0.01) -> 
     return {name: total / steps for name, total in totals.items()}
 
 
-def gather_cost(batch_size: int, steps: int, rounds: int = 9) -> tuple[float, float, float]:
-    """Median seconds per step of the five products on fixed inputs and on a freshly gathered shuffled
-    batch, and the median over rounds of their ratio (fixed / gathered), each round running both."""
-    g = torch.Generator().manual_seed(0)
-    data = torch.rand(60_000, 784, generator=g)
-    x = torch.rand(batch_size, 784, generator=g)
-    w1, b1 = torch.rand(300, 784, generator=g), torch.rand(300, generator=g)
-    w2, b2 = torch.rand(10, 300, generator=g), torch.rand(10, generator=g)
-    gw1, gw2 = torch.empty(300, 784), torch.empty(10, 300)
-    batches = -(-60_000 // batch_size)
+def gather_cost(batch_size: int, steps: int, data: torch.Tensor, rounds: int = 9) -> tuple[float, float, float]:
+    """Median seconds per step of the five products on fixed inputs and on a batch of ``data`` gathered
+    afresh in a shuffled order, and the median over rounds of their ratio (fixed / gathered), each round
+    running both."""
+    f = ts.Floor(batch_size)  # the floor's own inputs, weights and gradient buffers
+    w1, b1, w2, b2 = f.w1, f.b1, f.w2, f.b2
+    batches = -(-len(data) // batch_size)
 
     def products(gather: bool, order: torch.Tensor) -> float:
-        inputs = x
+        x = f.x
         started = time.perf_counter()
         for step in range(steps):
             if gather:  # as Batches does it; wrapping around once the epoch's rows run out
                 b = step % batches
-                inputs = data.index_select(0, order[b * batch_size:(b + 1) * batch_size])
-            # train_speed.py's Floor, its manual-kernels variant: forward two, backward three (z stands in for dz).
-            h = gemm.affine(inputs, w1, b1)
+                x = data.index_select(0, order[b * batch_size:(b + 1) * batch_size])
+            # Floor.run's manual-kernels loop, which times fixed inputs only: forward two, backward three
+            # (z standing in for dz).
+            h = gemm.affine(x, w1, b1)
             z = gemm.affine(h, w2, b2)
-            gemm.weight_grad(z.t(), h, out=gw2)
+            gemm.weight_grad(z.t(), h, out=f.gw2)
             dh = gemm.input_grad(z.t(), w2)
-            gemm.weight_grad(dh.t(), inputs, out=gw1)
+            gemm.weight_grad(dh.t(), x, out=f.gw1)
         return (time.perf_counter() - started) / steps
+
+    g = torch.Generator().manual_seed(0)
 
     fixed, gathered = [], []
     with torch.inference_mode():
-        products(True, torch.randperm(60_000, generator=g))  # warm-up: oneDNN's primitives, the pages
+        products(True, torch.randperm(len(data), generator=g))  # warm-up: oneDNN's primitives, the pages
         for r in range(rounds):
-            order = torch.randperm(60_000, generator=g)
+            order = torch.randperm(len(data), generator=g)
             for gather in (r % 2 == 1, r % 2 == 0):  # each goes first in every other round
                 (gathered if gather else fixed).append(products(gather, order))
     ratio = statistics.median(f / t for f, t in zip(fixed, gathered))
@@ -180,15 +185,16 @@ def main(argv=None) -> int:
             or args.rounds < 1:
         p.error("batch sizes, --steps and --rounds must be positive")
     print(f"step_profile: torch {torch.__version__}, {torch.get_num_threads()} threads; microseconds per step")
+    data, labels = mnist_shaped()
     for bs in args.batch_sizes:
         steps = args.steps or min(20_000, max(50, 60_000 // bs))
-        phases = profile(bs, steps)
+        phases = profile(bs, steps, data, labels)
         total = sum(phases.values())
         print(f"\nbatch {bs} ({steps} steps): {total * 1e6:,.1f} us a step")
         for name, seconds in phases.items():
             print(f"  {name:<24} {seconds * 1e6:9.1f}  {100 * seconds / total:5.1f}%")
         if bs > 1:  # at batch size 1 Batches hands out views, nothing is gathered
-            fixed, gathered, ratio = gather_cost(bs, steps, args.rounds)
+            fixed, gathered, ratio = gather_cost(bs, steps, data, args.rounds)
             print(f"  the five products alone: {fixed * 1e6:,.1f} us a step on fixed inputs, "
                   f"{gathered * 1e6:,.1f} us with a shuffled batch gathered each step: "
                   f"{100 * ratio:.0f}% of the speed (median of {args.rounds} rounds)")
